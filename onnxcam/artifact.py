@@ -1,0 +1,59 @@
+"""The explain-graph artifact: output names and the metadata an exported file carries."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+FORMAT_VERSION = 1
+METADATA_KEY = "onnxcam"
+
+INPUT = "input"
+TARGETS = "targets"
+LOGITS = "logits"
+TARGET_INDICES = "target_indices"
+INPUT_GRADIENTS = "input_gradients"  # guided-backprop gradient w.r.t. the input
+PLAIN_INPUT_GRADIENTS = "plain_input_gradients"  # ordinary gradient w.r.t. the input
+
+
+def activation_name(layer: str) -> str:
+    """Graph output holding the activations of ``layer``: [N, Ck, h, w]."""
+    return f"activations/{layer}"
+
+
+def gradient_name(layer: str) -> str:
+    """Graph output holding d score / d activations of ``layer``: [N, K, Ck, h, w]."""
+    return f"gradients/{layer}"
+
+
+@dataclass
+class ArtifactInfo:
+    """Everything the runtime needs to know about an explain-graph, stored in its metadata."""
+
+    layers: list[str]
+    input_size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    num_classes: int
+    labels: Optional[list[str]] = None
+    layout: str = "NCHW"
+    channels: str = "RGB"
+    resize: str = "stretch"  # "stretch": resize to input_size; "crop": shorter side to resize_size, center crop
+    resize_size: Optional[int] = None
+    source: str = ""
+    score: str = "logit"  # which score is differentiated: "logit" or "softmax"
+    guided: bool = False
+    plain_input_gradient: bool = False
+    cam_layer: Optional[str] = None  # layer feeding a GAP -> linear head, where CAM is defined
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArtifactInfo":
+        data = json.loads(text)
+        data["input_size"] = tuple(data["input_size"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

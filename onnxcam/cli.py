@@ -1,0 +1,192 @@
+"""The ``onnxcam`` command line: ``explain``, ``info`` and (with PyTorch) ``export``."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+from onnxcam import __version__
+from onnxcam.errors import OnnxcamError, first_line
+
+EXPORT_HINT = "pip install 'onnxcam[export]'"
+_OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
+            "threads": "--threads", "method": "--method"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors become one-line OnnxcamErrors."""
+
+    def error(self, message: str):
+        raise OnnxcamError(f"{message} (see `{self.prog} --help`)")
+
+
+def _providers(text: Optional[str]) -> Optional[list[str]]:
+    return [p for p in text.split(",") if p.strip()] if text else None
+
+
+def _explain_chunk(explainer, method, args: argparse.Namespace, chunk: list[tuple[Path, str]],
+                   progress) -> bool:
+    """Explain one batch of image files, write overlays, print JSON lines; False if any failed."""
+    from onnxcam.imageops import load_image
+    from onnxcam.overlay import overlay, save_png
+
+    loaded, ok = [], True
+    for path, name in chunk:
+        try:
+            loaded.append((path, name, load_image(path)))
+        except OnnxcamError as error:
+            progress.message(f"onnxcam: {error}")
+            ok = False
+    if not loaded:
+        return ok
+    result = explainer.explain([image for _, _, image in loaded], method=method, targets=args.target,
+                               top_k=args.top_k, batch_size=args.batch_size)
+    for i, (path, name, image) in enumerate(loaded):
+        overlays = [str(save_png(Path(args.output_dir) / f"{name}_{method.name}_{k + 1}.png",
+                                 overlay(image, heat, args.alpha)))
+                    for k, heat in enumerate(result.heatmaps[i])]
+        print(json.dumps({
+            "image": str(path),
+            "classes": result.classes[i].tolist(),
+            "labels": [result.label(i, k) for k in range(len(overlays))],
+            "probs": [round(float(p), 6) for p in result.probs[i]],
+            "overlays": overlays,
+            "zero_maps": result.zero_maps[i].tolist(),
+        }), flush=True)
+    return ok
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from onnxcam.explainer import Explainer, target_matrix
+    from onnxcam.inputs import expand_inputs, output_stems
+    from onnxcam.methods import get_method
+    from onnxcam.progress import Progress
+
+    method = get_method(args.method)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    if args.batch_size < 1:
+        raise OnnxcamError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    explainer = Explainer(args.model, _providers(args.providers), args.threads)
+    target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
+    paths, errors = expand_inputs(args.images)
+    jobs = list(zip(paths, output_stems(paths)))
+    ok = not errors
+    with Progress(len(jobs)) as progress:
+        for line in errors:
+            progress.message(f"onnxcam: {line}")
+        for start in range(0, len(jobs), args.batch_size):
+            chunk = jobs[start:start + args.batch_size]
+            ok = _explain_chunk(explainer, method, args, chunk, progress) and ok
+            progress.update(len(chunk))
+    return 0 if ok else 1
+
+
+def _info(args: argparse.Namespace) -> int:
+    from onnxcam.session import open_session
+
+    session, info = open_session(args.model, _providers(args.providers))
+    print(json.dumps({"model": str(args.model), "providers": session.get_providers(), **asdict(info)},
+                     indent=2))
+    return 0
+
+
+def _export_problem(error: ImportError) -> str:
+    """A one-line explanation of why the exporter could not be imported."""
+    missing = (error.name or "").partition(".")[0]
+    frames = traceback.extract_tb(error.__traceback__)
+    torch_broken = bool(frames) and f"{os.sep}torch{os.sep}" in frames[-1].filename
+    if missing == "torch" or importlib.util.find_spec("torch") is None:
+        return f"export needs PyTorch: {EXPORT_HINT}"
+    if torch_broken:
+        return f"export needs a working PyTorch ({first_line(error)}): {EXPORT_HINT}"
+    if missing and missing != "onnxcam":
+        return f"export needs {missing}: {EXPORT_HINT}"
+    return f"cannot load the exporter: {first_line(error)}"
+
+
+def _export_module():
+    """onnxcam.export.cli, imported only for the export subcommand (it imports PyTorch)."""
+    try:
+        from onnxcam.export import cli as export_cli
+    except ImportError as error:
+        raise OnnxcamError(_export_problem(error)) from None
+    return export_cli
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        return _export_module().run_export(args)
+    except ImportError as error:
+        raise OnnxcamError(_export_problem(error)) from None
+
+
+def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
+    from onnxcam.methods import METHODS
+
+    parser = _Parser(prog="onnxcam", description="Grad-CAM heatmaps from ONNX explain-graphs.")
+    parser.add_argument("--version", action="version", version=f"onnxcam {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    explain = commands.add_parser("explain", help="write heatmap overlays for images",
+                                  description="Explain images with an explain-graph; prints one "
+                                              "JSON line per image and writes PNG overlays.")
+    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file")
+    explain.add_argument("images", metavar="IMAGES", nargs="+",
+                         help="image files, folders (searched recursively) or glob patterns")
+    explain.add_argument("--method", default="gradcam", help=f"CAM method: {', '.join(METHODS)}")
+    which = explain.add_mutually_exclusive_group()
+    which.add_argument("--top-k", type=int, default=1, help="explain the K top classes (default 1)")
+    which.add_argument("--target", type=int, action="append", metavar="CLASS",
+                       help="class index to explain (repeatable; -r = r-th ranked class)")
+    explain.add_argument("-o", "--output-dir", default="onnxcam_out",
+                         help="folder for the overlays (default ./onnxcam_out)")
+    explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
+    explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
+    explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
+    explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
+    explain.set_defaults(run=_explain)
+
+    info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")
+    info.add_argument("model", metavar="MODEL", help="explain-graph .onnx file")
+    info.add_argument("--providers", help="comma-separated onnxruntime providers")
+    info.set_defaults(run=_info)
+
+    export = commands.add_parser("export", help=f"export a PyTorch model (needs {EXPORT_HINT})")
+    if with_export:
+        _export_module().add_export_arguments(export)
+    export.set_defaults(run=_export)
+    return parser
+
+
+def _option_wording(message: str) -> str:
+    """Name the command-line option where the API's message names its argument."""
+    argument, colon, rest = message.partition(": ")
+    option = _OPTIONS.get(argument)
+    return f"{option}: {rest}" if colon and option else message
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(with_export=argv[:1] == ["export"]).parse_args(argv)
+        return args.run(args)
+    except OnnxcamError as error:
+        print(f"onnxcam: error: {_option_wording(str(error))}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("onnxcam: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as error:  # never show command-line users a traceback
+        print(f"onnxcam: error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
+    return 2

@@ -1,0 +1,189 @@
+"""The high-level API: run an explain-graph on images and turn its outputs into heatmaps."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from onnxcam.artifact import (
+    INPUT, LOGITS, TARGET_INDICES, TARGETS, activation_name, gradient_name,
+)
+from onnxcam.errors import OnnxcamError, first_line
+from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
+from onnxcam.methods import CAMMethod, get_method, normalize_maps, resize_maps
+from onnxcam.session import open_session
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+Targets = Union[None, int, Sequence[int], np.ndarray]
+
+
+@dataclass
+class ExplainResult:
+    """Explanations for N images and K targets each."""
+
+    method: str
+    classes: np.ndarray  # int64 [N, K]: the explained class of each target (ranks resolved)
+    probs: np.ndarray  # float32 [N, K]: softmax probability of those classes
+    logits: np.ndarray  # float32 [N, C]
+    heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
+    raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution
+    zero_maps: np.ndarray  # bool [N, K]: the map was constant, so its heatmap is all zero
+    images: Optional[list[np.ndarray]]  # RGB uint8 originals; None for normalized input
+    labels: Optional[list[str]] = None  # class names, when the model has them
+
+    def __len__(self) -> int:
+        return len(self.heatmaps)
+
+    def label(self, i: int, k: int = 0) -> Optional[str]:
+        """Name of the class explained for image ``i``, target ``k`` (None without labels)."""
+        return self.labels[int(self.classes[i, k])] if self.labels else None
+
+
+class _Batch(NamedTuple):
+    """The outputs of one session run."""
+
+    classes: np.ndarray
+    logits: np.ndarray
+    raw_maps: np.ndarray
+    zero_maps: np.ndarray
+    heatmaps: list[np.ndarray]
+
+
+def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.ndarray:
+    """The int64 [n, K] ``targets`` graph input; negative -r means the r-th ranked class."""
+    if targets is None:
+        if not 1 <= top_k <= num_classes:
+            raise OnnxcamError(f"top_k: must be between 1 and {num_classes}, got {top_k}")
+        matrix = np.tile(-np.arange(1, top_k + 1, dtype=np.int64), (n, 1))
+    else:
+        try:
+            array = np.asarray(targets)
+        except ValueError:  # ragged nested lists
+            array = np.asarray([], dtype=object)
+        if array.size == 0 or not np.issubdtype(array.dtype, np.integer) or array.ndim > 2:
+            raise OnnxcamError("targets: expected a class index, a list of them, or an [N, K] "
+                               f"integer array (got {array.dtype} values of shape {array.shape})")
+        if array.ndim < 2:
+            array = np.broadcast_to(array.reshape(1, -1), (n, array.size))
+        elif array.shape[0] != n:
+            raise OnnxcamError(f"targets: has {array.shape[0]} rows for {n} images")
+        matrix = array.astype(np.int64)
+    bad = matrix[(matrix >= num_classes) | (matrix < -num_classes)]
+    if bad.size:
+        raise OnnxcamError(f"targets: class {int(bad[0])} out of range for a model with "
+                           f"{num_classes} classes")
+    return np.ascontiguousarray(matrix)
+
+
+def _softmax_at(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of ``classes`` [N, K] under ``logits`` [N, C]."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return np.take_along_axis(probs, classes, axis=1).astype(np.float32)
+
+
+class Explainer:
+    """An explain-graph loaded with onnxruntime, ready to explain images."""
+
+    def __init__(self, path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None):
+        self.path = Path(path)
+        self.session, self.info = open_session(self.path, providers, threads)
+        self._outputs = [LOGITS, TARGET_INDICES] + [
+            f(layer) for layer in self.info.layers for f in (activation_name, gradient_name)]
+
+    @property
+    def labels(self) -> Optional[list[str]]:
+        """Class names stored in the model, or None."""
+        return self.info.labels
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def _load(self, images: Union[ImageLike, Sequence[ImageLike]]) -> list[np.ndarray]:
+        """Paths and arrays to RGB uint8 arrays."""
+        single = isinstance(images, (str, os.PathLike))
+        if single or (isinstance(images, np.ndarray) and images.ndim < 4):
+            images = [images]
+        elif isinstance(images, np.ndarray):
+            raise OnnxcamError("images: got a 4-D array; pass normalized=True for a preprocessed "
+                               "[N, 3, H, W] batch, or a list of HxWx3 uint8 images")
+        images = list(images)
+        if not images:
+            raise OnnxcamError("images: nothing to explain")
+        return [load_image(image) if isinstance(image, (str, os.PathLike))
+                else to_rgb_uint8(image, f"images[{i}]") for i, image in enumerate(images)]
+
+    def _check_normalized(self, batch: np.ndarray) -> np.ndarray:
+        """Validate a preprocessed [N, 3, H, W] batch."""
+        h, w = self.info.input_size
+        if (not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, h, w)
+                or not np.issubdtype(batch.dtype, np.floating) or len(batch) == 0):
+            got = (f"shape {batch.shape}, {batch.dtype}" if isinstance(batch, np.ndarray)
+                   else type(batch).__name__)
+            raise OnnxcamError(f"images: with normalized=True expected a float32 [N, 3, {h}, {w}] "
+                               f"array, got {got}")
+        return np.ascontiguousarray(batch, np.float32)
+
+    def _run(self, batch: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self._outputs, {INPUT: batch, TARGETS: targets})
+        except Exception as error:  # onnxruntime's own exception types
+            raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
+        return dict(zip(self._outputs, values))
+
+    def _heatmaps(self, raw: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+        """Raw maps [K, h, w] -> heatmaps [K, H_img, W_img] and zero flags [K].
+
+        Order: the raw map is resized (cv2.INTER_LINEAR) to the network input size, then
+        min-max normalized there, then mapped onto the original image (zero outside a crop).
+        """
+        normalized, zero = normalize_maps(resize_maps(raw, self.info.input_size))
+        heat = np.stack([geometry.to_original(m) for m in normalized])
+        return np.clip(heat, 0.0, 1.0), zero
+
+    def _explain_batch(self, cam: CAMMethod, batch: np.ndarray, targets: np.ndarray,
+                       geometries: Sequence[Geometry]) -> _Batch:
+        """Run the session on one batch and turn its outputs into maps."""
+        out = self._run(batch, targets)
+        raw = cam([(out[activation_name(layer)], out[gradient_name(layer)])
+                   for layer in self.info.layers]).astype(np.float32)
+        heat, zero = zip(*(self._heatmaps(maps, g) for maps, g in zip(raw, geometries)))
+        return _Batch(out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32), raw,
+                      np.stack(zero), list(heat))
+
+    def explain(self, images, method: Union[str, CAMMethod] = "gradcam", targets: Targets = None,
+                top_k: int = 1, normalized: bool = False, batch_size: int = 8) -> ExplainResult:
+        """Explain images: a path, an HxWx3 uint8 RGB array, or a list of them; with
+        ``normalized=True`` a preprocessed float32 [N, 3, H, W] array (maps at H x W).
+
+        ``targets``: None for the ``top_k`` ranked classes, an int for one class for every
+        image, a list of ints (one per target column), or an [N, K] array; negative -r means
+        the r-th ranked class. Images are run ``batch_size`` at a time.
+        """
+        cam = get_method(method) if isinstance(method, str) else method
+        if batch_size < 1:
+            raise OnnxcamError(f"batch_size: must be at least 1, got {batch_size}")
+        originals = None if normalized else self._load(images)
+        tensor = self._check_normalized(images) if normalized else None
+        count = len(tensor) if normalized else len(originals)
+        target_rows = target_matrix(targets, top_k, count, self.num_classes)
+        parts = []
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            if normalized:
+                batch, geometries = tensor[start:stop], [identity_geometry(self.info)] * (stop - start)
+            else:
+                batch, geometries = preprocess(originals[start:stop], self.info)
+            parts.append(self._explain_batch(cam, batch, target_rows[start:stop], geometries))
+        classes, logits, raw, zero = (np.concatenate([getattr(p, field) for p in parts])
+                                      for field in ("classes", "logits", "raw_maps", "zero_maps"))
+        return ExplainResult(
+            method=cam.name, classes=classes, probs=_softmax_at(logits, classes), logits=logits,
+            heatmaps=[h for p in parts for h in p.heatmaps], raw_maps=raw, zero_maps=zero,
+            images=originals, labels=self.labels)

@@ -1,0 +1,74 @@
+"""`onnxcam export`: command-line front of :func:`onnxcam.export.export`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from onnxcam.errors import OnnxcamError
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="torchvision name (resnet50), zoo name, or module:factory")
+    parser.add_argument("-o", "--output", help="explain-graph to write (default: MODEL.onnx)")
+    parser.add_argument("--weights", default="default",
+                        help="'default' (pretrained), 'none' (random init) or a local state-dict .pth")
+    parser.add_argument("--layer", action="append", dest="layer_names", metavar="NAME",
+                        help="target layer (repeatable); default: the recipe's or the last spatial module")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--guided", action="store_true", help="add the guided-backprop input gradient")
+    parser.add_argument("--input-gradient", action="store_true", help="add the plain input gradient")
+    parser.add_argument("--score", choices=("logit", "softmax"), default="logit",
+                        help="differentiate the pre-softmax logit (default) or the softmax probability")
+    parser.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
+                        help="preprocessing: stretch the whole image, or resize+center-crop as in training")
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--list", action="store_true", help="list the model names and exit")
+    parser.add_argument("--layers", action="store_true", dest="list_layers",
+                        help="list the candidate target layers of MODEL with their output shapes and exit")
+
+
+def _read_labels(path: str) -> list[str]:
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise OnnxcamError(f"--labels {path}: cannot read ({exc.strerror})") from exc
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run `onnxcam export`; returns the exit code."""
+    from onnxcam import models
+
+    if args.list:
+        print("\n".join(models.list_models()))
+        return 0
+    if not args.model:
+        raise OnnxcamError("export: name a MODEL (see `onnxcam export --list`)")
+    recipe = models.recipe(args.model)
+    model = recipe.build(args.weights)
+    size = tuple(args.input_size) if args.input_size else recipe.input_size
+    if args.list_layers:
+        import torch
+
+        from onnxcam.export.inspect import candidate_layers
+
+        for name, shape in candidate_layers(model.eval(), torch.randn(1, 3, *size)):
+            print(f"{name}\t{list(shape[1:])}")
+        return 0
+    from onnxcam.export import export
+
+    output = Path(args.output or f"{args.model.replace(':', '_')}.onnx")
+    labels = _read_labels(args.labels) if args.labels else recipe.labels()
+    started = time.perf_counter()
+    info = export(model, output, target_layers=args.layer_names or recipe.layers, input_size=size,
+                  mean=recipe.mean, std=recipe.std, labels=labels, guided=args.guided,
+                  plain_input_gradient=args.input_gradient, score=args.score, resize=args.resize,
+                  resize_size=recipe.resize_size if args.resize == "crop" else None,
+                  source=recipe.source, opset=args.opset)
+    print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
+                      "classes": info.num_classes, "cam_layer": info.cam_layer,
+                      "seconds": round(time.perf_counter() - started, 1)}))
+    return 0

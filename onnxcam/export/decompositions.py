@@ -1,0 +1,141 @@
+"""Backward ops rewritten as forward ops that have an ONNX translation.
+
+torch autograd records backward kernels (``convolution_backward``, pooling backwards, ...)
+that ONNX has no operator for. Each one here is re-expressed with ordinary forward ops
+(transposed convolutions, scatter-add, matrix products), given that parameters are frozen:
+only input gradients are ever produced.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch._decomp
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+_guided = False
+
+
+@contextlib.contextmanager
+def guided_relu() -> Iterator[None]:
+    """Within this block, ReLU backward follows the guided-backpropagation rule."""
+    global _guided
+    _guided, previous = True, _guided
+    try:
+        yield
+    finally:
+        _guided = previous
+
+
+def _pair(value: Sequence[int], count: int = 2) -> list[int]:
+    values = list(value)
+    return values * count if len(values) == 1 else values
+
+
+def _output_padding(size_in: int, size_out: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Extra rows a transposed convolution needs to restore the forward input's size."""
+    return size_in - ((size_out - 1) * stride - 2 * pad + dilation * (kernel - 1) + 1)
+
+
+def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
+                         transposed, output_padding, groups, output_mask):
+    if output_mask[1] or output_mask[2]:
+        raise NotImplementedError("convolution_backward: weight gradients requested (parameters must be frozen)")
+    if transposed or weight.dim() != 4:
+        raise NotImplementedError("convolution_backward: only 2-D forward convolutions are supported")
+    if not output_mask[0]:
+        return None, None, None
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    kernel = weight.shape[2:]
+    extra = [
+        _output_padding(int(input.shape[2 + i]), int(grad_output.shape[2 + i]), int(kernel[i]),
+                        stride[i], padding[i], dilation[i])
+        for i in range(2)
+    ]
+    if all(0 <= e < max(s, d) for e, s, d in zip(extra, stride, dilation)):
+        grad_input = F.conv_transpose2d(grad_output, weight, None, stride, padding, extra, groups, dilation)
+    else:  # rows the forward never read: transpose without padding, then cut out the input window
+        full = F.conv_transpose2d(grad_output, weight, None, stride, 0, 0, groups, dilation)
+        grad_input = _crop_or_pad(full, padding, input.shape[2:])
+    return grad_input, None, None
+
+
+def _crop_or_pad(full: torch.Tensor, offset: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """``full[..., o : o + size]`` per spatial dim, zero-padding where ``full`` is too short."""
+    h, w = int(size[0]), int(size[1])
+    need_h = offset[0] + h - full.shape[2]
+    need_w = offset[1] + w - full.shape[3]
+    if need_h > 0 or need_w > 0:
+        full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
+    return full[:, :, offset[0]:offset[0] + h, offset[1]:offset[1] + w]
+
+
+def max_pool2d_with_indices_backward(grad_output, input, kernel_size, stride, padding, dilation,
+                                     ceil_mode, indices):
+    n, c = grad_output.shape[0], grad_output.shape[1]
+    h, w = int(input.shape[2]), int(input.shape[3])
+    flat = torch.zeros(n, c, h * w, dtype=grad_output.dtype, device=grad_output.device)
+    flat = flat.scatter_add(2, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1))
+    return flat.reshape(n, c, h, w)
+
+
+def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override):
+    kernel = _pair(kernel_size)
+    stride = _pair(stride) if stride else kernel
+    padding = _pair(padding)
+    channels = int(input.shape[1])
+    if divisor_override:
+        scaled = grad_output / divisor_override
+    elif count_include_pad and not ceil_mode:
+        scaled = grad_output / (kernel[0] * kernel[1])
+    else:  # divisor = number of counted elements in each window
+        ones = torch.ones((1, 1) + tuple(input.shape[2:]), dtype=grad_output.dtype, device=grad_output.device)
+        counts = F.avg_pool2d(ones, kernel, stride, padding, ceil_mode, count_include_pad, 1)
+        scaled = grad_output / counts
+    ones_kernel = torch.ones(channels, 1, kernel[0], kernel[1], dtype=grad_output.dtype, device=grad_output.device)
+    full = F.conv_transpose2d(scaled, ones_kernel, None, stride, 0, 0, channels)
+    return _crop_or_pad(full, padding, input.shape[2:])
+
+
+def _adaptive_matrix(size_in: int, size_out: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """[size_out, size_in] averaging matrix of 1-D adaptive average pooling, as one constant."""
+    rows = []
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -((-(i + 1) * size_in) // size_out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size_in)])
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input):
+    h, w = int(input.shape[2]), int(input.shape[3])
+    oh, ow = int(grad_output.shape[2]), int(grad_output.shape[3])
+    if oh == 1 and ow == 1:
+        return grad_output.expand(-1, -1, h, w) / (h * w)
+    rows = _adaptive_matrix(h, oh, grad_output.dtype, grad_output.device)
+    cols = _adaptive_matrix(w, ow, grad_output.dtype, grad_output.device)
+    return torch.matmul(torch.matmul(rows.t(), grad_output), cols)
+
+
+def threshold_backward(grad_output, self, threshold):
+    keep = self > threshold
+    if _guided:
+        keep = keep & (grad_output > 0)
+    return torch.where(keep, grad_output, torch.zeros_like(grad_output))
+
+
+def explain_decompositions(extra: Optional[dict] = None) -> dict:
+    """Core ATen decompositions plus the backward rewrites above."""
+    table = dict(torch._decomp.core_aten_decompositions())
+    table.update({
+        aten.convolution_backward.default: convolution_backward,
+        aten.max_pool2d_with_indices_backward.default: max_pool2d_with_indices_backward,
+        aten.avg_pool2d_backward.default: avg_pool2d_backward,
+        aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,
+        aten.threshold_backward.default: threshold_backward,
+    })
+    table.update(extra or {})
+    return table

@@ -1,0 +1,106 @@
+"""Look inside a classifier: its candidate target layers, call counts and CAM head."""
+from __future__ import annotations
+
+import difflib
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from onnxcam.errors import OnnxcamError
+
+_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d)
+
+
+def layer_shapes(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, output shape) of every named module, in the order their forward calls finish."""
+    order: list[tuple[str, tuple[int, ...]]] = []
+
+    def record(name: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor):
+                order.append((name, tuple(output.shape)))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def candidate_layers(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Modules whose output is a spatial map [N, C, h, w] with h*w > 1, last call of each, in order."""
+    modules = dict(model.named_modules())
+    last: dict[str, tuple[int, ...]] = {}
+    for name, shape in layer_shapes(model, probe):
+        last.pop(name, None)
+        last[name] = shape
+    return [(name, shape) for name, shape in last.items()
+            if len(shape) == 4 and shape[2] * shape[3] > 1 and not isinstance(modules[name], _POOLING)]
+
+
+def default_layer(model: nn.Module, probe: torch.Tensor) -> str:
+    """The last module with a spatial output: the usual Grad-CAM target."""
+    candidates = candidate_layers(model, probe)
+    if not candidates:
+        raise OnnxcamError("no module of the model has a spatial [N, C, h, w] output; pass target layers")
+    return candidates[-1][0]
+
+
+def require_layers(model: nn.Module, layers: Sequence[str]) -> None:
+    """Raise a one-line error naming any layer the model does not have."""
+    names = [n for n, _ in model.named_modules() if n]
+    for layer in layers:
+        if layer not in names:
+            close = difflib.get_close_matches(layer, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise OnnxcamError(f"layer {layer!r}: no such module in the model{hint}")
+
+
+def count_calls(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> dict[str, int]:
+    """How many times each layer runs in one forward (shared modules run more than once)."""
+    counts = dict.fromkeys(layers, 0)
+    for name, _ in layer_shapes(model, probe):
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
+def cam_layer(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> Optional[str]:
+    """The target layer whose output reaches the logits through global average pooling and a
+    linear layer alone (logits = W · mean_hw(A) + b), the head CAM is defined for; else None."""
+    if not layers:
+        return None
+    modules = dict(model.named_modules())
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, args, output):
+            captured[name] = output
+        return hook
+
+    handles = [modules[n].register_forward_hook(keep(n)) for n in layers]
+    try:
+        with torch.no_grad():
+            logits = model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    linears = [m for m in modules.values() if isinstance(m, nn.Linear) and m.out_features == logits.shape[1]]
+    for name in layers:
+        act = captured.get(name)
+        if act is None or act.dim() != 4:
+            continue
+        pooled = act.mean(dim=(2, 3))
+        for linear in linears:
+            if linear.in_features != pooled.shape[1]:
+                continue
+            with torch.no_grad():
+                predicted = linear(pooled)
+            if torch.linalg.norm(predicted - logits) <= 1e-4 * max(float(torch.linalg.norm(logits)), 1e-12):
+                return name
+    return None

@@ -1,0 +1,104 @@
+"""The explain wrapper: one forward that returns logits, activations and their gradients."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from onnxcam.export.decompositions import guided_relu
+
+
+class ExplainWrapper(nn.Module):
+    """Runs ``model`` and differentiates the chosen class scores inside the same forward.
+
+    The backbone up to the first target layer runs once per image. There the activations are
+    repeated K times along the batch as a fresh leaf, so only the layers after it run N*K times,
+    and a single ``autograd.grad`` gives the gradient for all K targets. With ``repeat_input``
+    (implied by input gradients) the input itself is repeated and the whole network runs N*K times.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str], score: str = "logit",
+                 guided: bool = False, plain_input_gradient: bool = False,
+                 calls: Optional[dict[str, int]] = None, repeat_input: bool = False):
+        super().__init__()
+        if score not in ("logit", "softmax"):
+            raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
+        self.model = model
+        self.layers = list(layers)
+        self.score = score
+        self.guided = guided
+        self.plain_input_gradient = plain_input_gradient
+        # repeat the input rather than the first target layer's output: needed for input
+        # gradients, and for models whose head reshapes by the input's batch size
+        self.repeat_input = repeat_input or guided or plain_input_gradient
+        modules = dict(model.named_modules())
+        self._modules_by_layer = {name: modules[name] for name in self.layers}
+        # a module called several times (a shared activation, say) is explained at its last call
+        self.calls = {name: (calls or {}).get(name, 1) for name in self.layers}
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n, k = targets.shape
+        captured: dict[str, torch.Tensor] = {}
+        activations: dict[str, torch.Tensor] = {}
+        cut = not self.repeat_input
+        seen = dict.fromkeys(self.layers, 0)
+
+        def capture(name: str):
+            def hook(module: nn.Module, args, output: torch.Tensor) -> Optional[torch.Tensor]:
+                nonlocal cut
+                seen[name] += 1
+                if seen[name] != self.calls[name]:
+                    return None
+                if cut:  # first target layer: repeat K times as a leaf that requires grad
+                    cut = False
+                    activations[name] = output
+                    leaf = output.detach().repeat_interleave(k, dim=0).requires_grad_(True)
+                    captured[name] = leaf
+                    return leaf
+                if not output.requires_grad or output.shape[0] != n * k:
+                    raise RuntimeError(f"layer {name!r} does not lie downstream of the first target layer")
+                captured[name] = output
+                activations[name] = output.reshape((n, k) + tuple(output.shape[1:]))[:, 0]
+                return None
+            return hook
+
+        handles = [module.register_forward_hook(capture(name)) for name, module in self._modules_by_layer.items()]
+        try:
+            with torch.enable_grad():
+                if self.repeat_input:
+                    x = x.detach().repeat_interleave(k, dim=0).requires_grad_(True)
+                logits_rep = self.model(x)
+                missing = [name for name in self.layers if name not in captured]
+                if missing:
+                    raise RuntimeError(f"target layer(s) {missing} did not run in the forward pass")
+                classes = logits_rep.shape[1]
+                logits = logits_rep.reshape(n, k, classes)[:, 0]
+                resolved = resolve_targets(logits, targets)
+                scores = logits_rep if self.score == "logit" else torch.softmax(logits_rep, dim=1)
+                selected = scores.gather(1, resolved.reshape(-1, 1)).sum()
+                inputs = [captured[name] for name in self.layers]
+                grads = torch.autograd.grad(selected, inputs, retain_graph=self.guided or self.plain_input_gradient)
+                outputs = [logits, resolved]
+                for name, grad in zip(self.layers, grads):
+                    outputs.append(activations[name])
+                    outputs.append(grad.reshape((n, k) + tuple(grad.shape[1:])))
+                if self.plain_input_gradient:
+                    (plain,) = torch.autograd.grad(selected, [x], retain_graph=self.guided)
+                    outputs.append(plain.reshape((n, k) + tuple(x.shape[1:])))
+                if self.guided:
+                    with guided_relu():
+                        (guided,) = torch.autograd.grad(selected, [x])
+                    outputs.append(guided.reshape((n, k) + tuple(x.shape[1:])))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return tuple(outputs)
+
+
+def resolve_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Replace each negative target -r by the index of the r-th highest logit."""
+    classes = logits.shape[1]
+    order = torch.topk(logits, classes, dim=1).indices
+    rank = (-targets - 1).clamp(min=0, max=classes - 1)
+    return torch.where(targets >= 0, targets, order.gather(1, rank))

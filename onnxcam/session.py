@@ -1,0 +1,84 @@
+"""Opening an explain-graph with onnxruntime and reading its metadata."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import onnxruntime as ort
+
+from onnxcam.artifact import (
+    FORMAT_VERSION, INPUT, LOGITS, METADATA_KEY, TARGET_INDICES, TARGETS, ArtifactInfo,
+    activation_name, gradient_name,
+)
+from onnxcam.errors import OnnxcamError, first_line
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def _canonical(name: str, available: Sequence[str]) -> str:
+    """Map a short or differently-cased provider name ("cuda") to its full spelling."""
+    wanted = name.strip().lower()
+    for provider in [*available, *ort.get_all_providers()]:
+        if provider.lower() in (wanted, wanted + "executionprovider"):
+            return provider
+    return name.strip()
+
+
+def select_providers(requested: Optional[Sequence[str]],
+                     available: Optional[Sequence[str]] = None) -> list[str]:
+    """Execution providers to use: the requested ones (all must be available) or CUDA-then-CPU."""
+    available = list(ort.get_available_providers() if available is None else available)
+    if not requested:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    chosen = [_canonical(name, available) for name in requested]
+    for provider in chosen:
+        if provider not in available:
+            raise OnnxcamError(f"providers: {provider} is not available in this onnxruntime "
+                               f"(available: {', '.join(available) or 'none'})")
+    return chosen
+
+
+def read_info(path: Path, session: ort.InferenceSession) -> ArtifactInfo:
+    """The ArtifactInfo stored in a session's model metadata, validated against the graph."""
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        raise OnnxcamError(f"{path}: not an onnxcam explain-graph (no '{METADATA_KEY}' metadata); "
+                           "export one with `onnxcam export`")
+    try:
+        info = ArtifactInfo.from_json(text)
+    except (ValueError, TypeError, KeyError) as error:
+        raise OnnxcamError(f"{path}: corrupt '{METADATA_KEY}' metadata ({first_line(error)})") from None
+    if info.format_version > FORMAT_VERSION:
+        raise OnnxcamError(f"{path}: explain-graph format version {info.format_version} is newer than "
+                           f"this onnxcam supports ({FORMAT_VERSION}); upgrade onnxcam")
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    needed = [LOGITS, TARGET_INDICES] + [f(layer) for layer in info.layers
+                                          for f in (activation_name, gradient_name)]
+    missing = [n for n in (INPUT, TARGETS) if n not in inputs] + [n for n in needed if n not in outputs]
+    if missing or not info.layers:
+        what = f"lacks {', '.join(repr(m) for m in missing)}" if missing else "names no target layers"
+        raise OnnxcamError(f"{path}: broken explain-graph: it {what}")
+    return info
+
+
+def open_session(path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None) -> tuple[ort.InferenceSession, ArtifactInfo]:
+    """Load an explain-graph; raise OnnxcamError for a missing, invalid or non-onnxcam file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxcamError(f"{path}: no such model file")
+    if threads is not None and threads < 1:
+        raise OnnxcamError(f"threads: must be at least 1, got {threads}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    chosen = select_providers(providers)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as error:  # onnxruntime raises its own exception types for unloadable files
+        raise OnnxcamError(f"{path}: not a valid ONNX model: {first_line(error)}") from None
+    return session, read_info(path, session)
