@@ -14,6 +14,8 @@ LOGITS = "logits"
 TARGET_INDICES = "target_indices"
 INPUT_GRADIENTS = "input_gradients"  # guided-backprop gradient w.r.t. the input
 PLAIN_INPUT_GRADIENTS = "plain_input_gradients"  # ordinary gradient w.r.t. the input
+LAYER_INPUT = "layer_input"  # [M, Ck, h, w] rows fed through the layers after the first target layer
+LAYER_LOGITS = "layer_logits"  # [M, C] their logits
 
 
 def activation_name(layer: str) -> str:
@@ -45,6 +47,8 @@ class ArtifactInfo:
     guided: bool = False
     plain_input_gradient: bool = False
     cam_layer: Optional[str] = None  # layer feeding a GAP -> linear head, where CAM is defined
+    layer_input: Optional[str] = None  # the layer `layer_input` rows enter after; None: no such input
+    layouts: dict = field(default_factory=dict)  # layer -> "nhwc" | "tokens" where not NCHW
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

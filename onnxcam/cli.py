@@ -16,7 +16,10 @@ from onnxcam.errors import OnnxcamError, first_line
 
 EXPORT_HINT = "pip install 'onnxcam[export]'"
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
-            "threads": "--threads", "method": "--method"}
+            "threads": "--threads", "method": "--method", "samples": "--samples",
+            "noise": "--noise", "batch_size": "--batch-size",
+            "forward_batch_size": "--forward-batch-size"}
+MAX_ALL_CLASSES = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,11 +33,12 @@ def _providers(text: Optional[str]) -> Optional[list[str]]:
     return [p for p in text.split(",") if p.strip()] if text else None
 
 
-def _explain_chunk(explainer, method, args: argparse.Namespace, chunk: list[tuple[Path, str]],
+def _explain_chunk(explainer, methods, args: argparse.Namespace, chunk: list[tuple[Path, str]],
                    progress) -> bool:
-    """Explain one batch of image files, write overlays, print JSON lines; False if any failed."""
+    """Explain one batch of image files, write the pictures, print JSON lines; False if any failed."""
+    from onnxcam.grid import explanation_view, figure
     from onnxcam.imageops import load_image
-    from onnxcam.overlay import overlay, save_png
+    from onnxcam.overlay import save_png
 
     loaded, ok = [], True
     for path, name in chunk:
@@ -45,19 +49,27 @@ def _explain_chunk(explainer, method, args: argparse.Namespace, chunk: list[tupl
             ok = False
     if not loaded:
         return ok
-    result = explainer.explain([image for _, _, image in loaded], method=method, targets=args.target,
-                               top_k=args.top_k, batch_size=args.batch_size)
+    results = explainer.explain_methods(
+        [image for _, _, image in loaded], methods, targets=args.target, top_k=args.top_k,
+        batch_size=args.batch_size, samples=args.samples, noise=args.noise,
+        forward_batch_size=args.forward_batch_size, progress=True)
+    as_image = [method.image_output for method in methods]
+    out = Path(args.output_dir)
     for i, (path, name, image) in enumerate(loaded):
-        overlays = [str(save_png(Path(args.output_dir) / f"{name}_{method.name}_{k + 1}.png",
-                                 overlay(image, heat, args.alpha)))
-                    for k, heat in enumerate(result.heatmaps[i])]
+        overlays = [str(save_png(out / f"{name}_{result.method}_{k + 1}.png",
+                                 explanation_view(result, i, k, image, args.alpha, flag)))
+                    for result, flag in zip(results, as_image) for k in range(result.classes.shape[1])]
+        grid = save_png(out / f"{name}_grid.png", figure(results, i, args.alpha, as_image))
+        first = results[0]
         print(json.dumps({
             "image": str(path),
-            "classes": result.classes[i].tolist(),
-            "labels": [result.label(i, k) for k in range(len(overlays))],
-            "probs": [round(float(p), 6) for p in result.probs[i]],
+            "classes": first.classes[i].tolist(),
+            "labels": [first.label(i, k) for k in range(first.classes.shape[1])],
+            "probs": [round(float(p), 6) for p in first.probs[i]],
+            "methods": [result.method for result in results],
             "overlays": overlays,
-            "zero_maps": result.zero_maps[i].tolist(),
+            "zero_maps": [flag for result in results for flag in result.zero_maps[i].tolist()],
+            "grid": str(grid),
         }), flush=True)
     return ok
 
@@ -65,15 +77,22 @@ def _explain_chunk(explainer, method, args: argparse.Namespace, chunk: list[tupl
 def _explain(args: argparse.Namespace) -> int:
     from onnxcam.explainer import Explainer, target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
-    from onnxcam.methods import get_method
     from onnxcam.progress import Progress
+    from onnxcam.registry import parse_methods
 
-    method = get_method(args.method)
+    methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
-    if args.batch_size < 1:
-        raise OnnxcamError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    for option in ("batch_size", "forward_batch_size"):
+        if getattr(args, option) < 1:
+            raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
     explainer = Explainer(args.model, _providers(args.providers), args.threads)
+    methods = [explainer.method(method) for method in methods]
+    if args.all_classes:
+        if explainer.num_classes > MAX_ALL_CLASSES:
+            raise OnnxcamError(f"--all-classes: the model has {explainer.num_classes} classes; "
+                               f"at most {MAX_ALL_CLASSES} fit one figure (use --top-k)")
+        args.target = list(range(explainer.num_classes))
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
     paths, errors = expand_inputs(args.images)
     jobs = list(zip(paths, output_stems(paths)))
@@ -83,7 +102,7 @@ def _explain(args: argparse.Namespace) -> int:
             progress.message(f"onnxcam: {line}")
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start:start + args.batch_size]
-            ok = _explain_chunk(explainer, method, args, chunk, progress) and ok
+            ok = _explain_chunk(explainer, methods, args, chunk, progress) and ok
             progress.update(len(chunk))
     return 0 if ok else 1
 
@@ -129,7 +148,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
-    from onnxcam.methods import METHODS
+    from onnxcam.registry import METHODS
 
     parser = _Parser(prog="onnxcam", description="Grad-CAM heatmaps from ONNX explain-graphs.")
     parser.add_argument("--version", action="version", version=f"onnxcam {__version__}")
@@ -137,19 +156,30 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="write heatmap overlays for images",
                                   description="Explain images with an explain-graph; prints one "
-                                              "JSON line per image and writes PNG overlays.")
+                                              "JSON line per image and writes PNG overlays and "
+                                              "one grid figure per image.")
     explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file")
     explain.add_argument("images", metavar="IMAGES", nargs="+",
                          help="image files, folders (searched recursively) or glob patterns")
-    explain.add_argument("--method", default="gradcam", help=f"CAM method: {', '.join(METHODS)}")
+    explain.add_argument("--method", default="gradcam",
+                         help=f"method, or several comma-separated: {', '.join(METHODS)}")
     which = explain.add_mutually_exclusive_group()
     which.add_argument("--top-k", type=int, default=1, help="explain the K top classes (default 1)")
     which.add_argument("--target", type=int, action="append", metavar="CLASS",
                        help="class index to explain (repeatable; -r = r-th ranked class)")
+    which.add_argument("--all-classes", action="store_true",
+                       help=f"explain every class (models with at most {MAX_ALL_CLASSES} classes)")
+    explain.add_argument("--samples", type=int,
+                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50)")
+    explain.add_argument("--noise", type=float,
+                         help="smoothgrad's noise std as a fraction of the input's range (default 0.15)")
     explain.add_argument("-o", "--output-dir", default="onnxcam_out",
                          help="folder for the overlays (default ./onnxcam_out)")
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
+    explain.add_argument("--forward-batch-size", type=int, default=32,
+                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad "
+                              "and integrated-gradients (default 32)")
     explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
     explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
     explain.set_defaults(run=_explain)
@@ -163,6 +193,12 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     if with_export:
         _export_module().add_export_arguments(export)
     export.set_defaults(run=_export)
+
+    from onnxcam.bench import add_bench_arguments, run_bench  # numpy only; torch when it runs
+
+    bench = commands.add_parser("bench", help="time onnxcam against plain inference and the torch libraries")
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench)
     return parser
 
 

@@ -8,16 +8,17 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from onnxcam.artifact import (
-    INPUT, LOGITS, TARGET_INDICES, TARGETS, activation_name, gradient_name,
-)
-from onnxcam.errors import OnnxcamError, first_line
+from onnxcam.artifact import LOGITS, TARGET_INDICES
+from onnxcam.errors import OnnxcamError
 from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
-from onnxcam.methods import CAMMethod, get_method, normalize_maps, resize_maps
+from onnxcam.methods import Method, normalize_maps, resize_maps
+from onnxcam.registry import get_method
+from onnxcam.runner import Batch, GraphRunner
 from onnxcam.session import open_session
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 Targets = Union[None, int, Sequence[int], np.ndarray]
+MethodLike = Union[str, Method]
 
 
 @dataclass
@@ -30,9 +31,13 @@ class ExplainResult:
     logits: np.ndarray  # float32 [N, C]
     heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
     raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution
+    # (at the input resolution for fused layers and input-space attributions)
     zero_maps: np.ndarray  # bool [N, K]: the map was constant, so its heatmap is all zero
     images: Optional[list[np.ndarray]]  # RGB uint8 originals; None for normalized input
     labels: Optional[list[str]] = None  # class names, when the model has them
+    attributions: Optional[np.ndarray] = None  # float32 [N, K, 3, H, W], signed, at the network
+    # input, for input-space methods (guided-backprop, saliency, ...); None for CAMs
+    geometries: Optional[list[Geometry]] = None  # how each image became the network input
 
     def __len__(self) -> int:
         return len(self.heatmaps)
@@ -42,14 +47,13 @@ class ExplainResult:
         return self.labels[int(self.classes[i, k])] if self.labels else None
 
 
-class _Batch(NamedTuple):
-    """The outputs of one session run."""
+class _Part(NamedTuple):
+    """One method's output for one batch."""
 
-    classes: np.ndarray
-    logits: np.ndarray
     raw_maps: np.ndarray
-    zero_maps: np.ndarray
     heatmaps: list[np.ndarray]
+    zero_maps: np.ndarray
+    attributions: Optional[np.ndarray]
 
 
 def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.ndarray:
@@ -93,8 +97,7 @@ class Explainer:
                  threads: Optional[int] = None):
         self.path = Path(path)
         self.session, self.info = open_session(self.path, providers, threads)
-        self._outputs = [LOGITS, TARGET_INDICES] + [
-            f(layer) for layer in self.info.layers for f in (activation_name, gradient_name)]
+        self.runner = GraphRunner(self.session, self.info, self.path)
 
     @property
     def labels(self) -> Optional[list[str]]:
@@ -104,6 +107,17 @@ class Explainer:
     @property
     def num_classes(self) -> int:
         return self.info.num_classes
+
+    def method(self, method: MethodLike, **options) -> Method:
+        """A method by name (with options such as ``samples``) or as given, checked against
+        this file: OnnxcamError when the file cannot serve it."""
+        method = get_method(method, **options) if isinstance(method, str) else method
+        method.check(self.info)
+        for name in method.requires(self.info):
+            if name not in self.runner.outputs:
+                raise OnnxcamError(f"method: {method.name} needs the graph output '{name}', "
+                                   f"which {self.path} lacks")
+        return method
 
     def _load(self, images: Union[ImageLike, Sequence[ImageLike]]) -> list[np.ndarray]:
         """Paths and arrays to RGB uint8 arrays."""
@@ -130,13 +144,6 @@ class Explainer:
                                f"array, got {got}")
         return np.ascontiguousarray(batch, np.float32)
 
-    def _run(self, batch: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            values = self.session.run(self._outputs, {INPUT: batch, TARGETS: targets})
-        except Exception as error:  # onnxruntime's own exception types
-            raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
-        return dict(zip(self._outputs, values))
-
     def _heatmaps(self, raw: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
         """Raw maps [K, h, w] -> heatmaps [K, H_img, W_img] and zero flags [K].
 
@@ -147,43 +154,81 @@ class Explainer:
         heat = np.stack([geometry.to_original(m) for m in normalized])
         return np.clip(heat, 0.0, 1.0), zero
 
-    def _explain_batch(self, cam: CAMMethod, batch: np.ndarray, targets: np.ndarray,
-                       geometries: Sequence[Geometry]) -> _Batch:
-        """Run the session on one batch and turn its outputs into maps."""
-        out = self._run(batch, targets)
-        raw = cam([(out[activation_name(layer)], out[gradient_name(layer)])
-                   for layer in self.info.layers]).astype(np.float32)
-        heat, zero = zip(*(self._heatmaps(maps, g) for maps, g in zip(raw, geometries)))
-        return _Batch(out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32), raw,
-                      np.stack(zero), list(heat))
+    def _explain_batch(self, methods: Sequence[Method], batch: Batch,
+                       geometries: Sequence[Geometry]) -> list[_Part]:
+        """Each method's output for one batch."""
+        parts = []
+        for method in methods:
+            explanation = method.explain(batch)
+            heat, zero = zip(*(self._heatmaps(m, g) for m, g in zip(explanation.maps, geometries)))
+            parts.append(_Part(explanation.maps.astype(np.float32), list(heat), np.stack(zero),
+                               explanation.attributions))
+        return parts
 
-    def explain(self, images, method: Union[str, CAMMethod] = "gradcam", targets: Targets = None,
-                top_k: int = 1, normalized: bool = False, batch_size: int = 8) -> ExplainResult:
+    def explain(self, images, method: MethodLike = "gradcam", targets: Targets = None,
+                top_k: int = 1, normalized: bool = False, batch_size: int = 8,
+                **options) -> ExplainResult:
         """Explain images: a path, an HxWx3 uint8 RGB array, or a list of them; with
         ``normalized=True`` a preprocessed float32 [N, 3, H, W] array (maps at H x W).
 
+        ``method``: a name (see ``onnxcam.registry.METHODS``) or a Method instance.
         ``targets``: None for the ``top_k`` ranked classes, an int for one class for every
         image, a list of ints (one per target column), or an [N, K] array; negative -r means
-        the r-th ranked class. Images are run ``batch_size`` at a time.
+        the r-th ranked class. Images are run ``batch_size`` at a time. ``options``: see
+        :meth:`explain_methods`.
         """
-        cam = get_method(method) if isinstance(method, str) else method
+        return self.explain_methods(images, [method], targets, top_k, normalized, batch_size,
+                                    **options)[0]
+
+    def explain_methods(self, images, methods: Sequence[MethodLike], targets: Targets = None,
+                        top_k: int = 1, normalized: bool = False, batch_size: int = 8,
+                        samples: Optional[int] = None, noise: Optional[float] = None,
+                        forward_batch_size: int = 32, progress: bool = False) -> list[ExplainResult]:
+        """Explain images with several methods, sharing one graph run per batch; one
+        ExplainResult per method, in order (arguments as for :meth:`explain`).
+
+        ``samples`` (smoothgrad's noisy copies, integrated-gradients' path points) and
+        ``noise`` (smoothgrad's std as a fraction of the input's range) go to the methods that
+        take them. Extra forward passes (scorecam, ablationcam, smoothgrad,
+        integrated-gradients) run ``forward_batch_size`` rows at a time, with a progress bar
+        on a terminal's stderr when ``progress``.
+        """
+        chosen = [self.method(m, samples=samples, noise=noise) for m in methods]
         if batch_size < 1:
             raise OnnxcamError(f"batch_size: must be at least 1, got {batch_size}")
+        if forward_batch_size < 1:
+            raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
         originals = None if normalized else self._load(images)
         tensor = self._check_normalized(images) if normalized else None
         count = len(tensor) if normalized else len(originals)
         target_rows = target_matrix(targets, top_k, count, self.num_classes)
-        parts = []
+        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES]
+                                   + [name for m in chosen for name in m.fetch(self.info)]))
+        classes, logits, geometries, parts = [], [], [], []
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             if normalized:
-                batch, geometries = tensor[start:stop], [identity_geometry(self.info)] * (stop - start)
+                batch, shapes = tensor[start:stop], [identity_geometry(self.info)] * (stop - start)
             else:
-                batch, geometries = preprocess(originals[start:stop], self.info)
-            parts.append(self._explain_batch(cam, batch, target_rows[start:stop], geometries))
-        classes, logits, raw, zero = (np.concatenate([getattr(p, field) for p in parts])
-                                      for field in ("classes", "logits", "raw_maps", "zero_maps"))
-        return ExplainResult(
-            method=cam.name, classes=classes, probs=_softmax_at(logits, classes), logits=logits,
-            heatmaps=[h for p in parts for h in p.heatmaps], raw_maps=raw, zero_maps=zero,
-            images=originals, labels=self.labels)
+                batch, shapes = preprocess(originals[start:stop], self.info)
+            out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows[start:stop])))
+            context = Batch(batch, out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32),
+                            out, self.runner, forward_batch_size, progress)
+            classes.append(context.classes)
+            logits.append(context.logits)
+            geometries += shapes
+            parts.append(self._explain_batch(chosen, context, shapes))
+        classes, logits = np.concatenate(classes), np.concatenate(logits)
+        probs = _softmax_at(logits, classes)
+        results = []
+        for m, method in enumerate(chosen):
+            mine = [p[m] for p in parts]
+            attributions = (None if mine[0].attributions is None
+                            else np.concatenate([p.attributions for p in mine]))
+            results.append(ExplainResult(
+                method=method.name, classes=classes, probs=probs, logits=logits,
+                heatmaps=[h for p in mine for h in p.heatmaps],
+                raw_maps=np.concatenate([p.raw_maps for p in mine]),
+                zero_maps=np.concatenate([p.zero_maps for p in mine]), images=originals,
+                labels=self.labels, attributions=attributions, geometries=geometries))
+        return results

@@ -1,20 +1,26 @@
-"""CAM methods: a base class that turns (activations, gradients) into maps, and the registry.
+"""CAM methods: the shared base, and the methods computed from activations and gradients.
 
-A CAM for one layer is ReLU(sum_c W_c * A_c) with activations A [N, C, h, w]. Subclasses only
-choose W from the activations and the gradients [N, K, C, h, w] of each target's score:
-channel weights of shape [N, K, C, 1, 1] (Grad-CAM) or pixelwise weights [N, K, C, h, w]
-(HiResCAM, LayerCAM). Methods that are not a weighted sum (EigenCAM) override ``layer_map``.
+Every method turns one batch (:class:`onnxcam.runner.Batch`) into an :class:`Explanation`.
+A CAM for one layer is ReLU(sum_c W_c * A_c) with activations A [N, C, h, w]; subclasses of
+:class:`CAMMethod` only choose W from the activations and the gradients [N, K, C, h, w] of each
+target's score: channel weights [N, K, C] or pixelwise weights [N, K, C, h, w]. Methods that
+are not a weighted sum (EigenCAM) override ``layer_map``; those that weigh channels by extra
+forward passes (onnxcam.perturbation) override ``batch_layer_map``. Input-space methods live in
+onnxcam.attributions, and every method is registered by name in onnxcam.registry.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name
 from onnxcam.errors import OnnxcamError
+from onnxcam.runner import Batch
 
-LayerTensors = tuple[np.ndarray, np.ndarray]  # (activations [N,C,h,w], gradients [N,K,C,h,w])
+LayerTensors = tuple[np.ndarray, Optional[np.ndarray]]  # (activations [N,C,h,w], gradients [N,K,C,h,w])
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,33 +60,111 @@ def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(out, 0.0, 1.0).astype(np.float32), zero
 
 
-class CAMMethod:
-    """Computes raw CAMs [N, K, h, w]; subclasses supply ``weights``."""
+def fuse_layers(maps: Sequence[np.ndarray], size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """One layer's maps [N, K, h, w] as they are; several layers as in pytorch-grad-cam: each
+    min-max normalized at its own resolution (their scales are not comparable), resized to
+    ``size`` (default: the largest layer's) and averaged."""
+    if len(maps) == 1:
+        return maps[0]
+    size = size or max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return np.mean([resize_maps(normalize_maps(m)[0], size) for m in maps], axis=0)
+
+
+def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """ReLU(sum_c W_c A_c) [N, K, h, w] for channel [N, K, C] or pixelwise [N, K, C, h, w] weights."""
+    weights = np.asarray(weights, np.float32)
+    if weights.ndim == 3:
+        cam = np.einsum("nkc,nchw->nkhw", weights, activations)
+    else:
+        cam = (weights * activations[:, None]).sum(axis=2)
+    return np.maximum(cam, 0.0)
+
+
+def principal_projection(matrices: np.ndarray) -> np.ndarray:
+    """Each [C, h, w] of a stack [B, C, h, w] projected on its first principal component
+    over the h*w positions: [B, h, w]. The SVD's own sign is kept (as pytorch-grad-cam's
+    ``get_2d_projection`` keeps it), so a map may come out negative and ReLU to zero."""
+    b, c, h, w = matrices.shape
+    rows = np.nan_to_num(matrices.astype(np.float32), nan=0.0).reshape(b, c, h * w).transpose(0, 2, 1)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    _, _, vt = np.linalg.svd(rows, full_matrices=False)
+    return (rows @ vt[:, 0, :, None]).reshape(b, h, w)
+
+
+@dataclass
+class Explanation:
+    """A method's output for one batch."""
+
+    maps: np.ndarray  # float32 [N, K, h, w]: unnormalized, at layer (or input) resolution
+    attributions: Optional[np.ndarray] = None  # float32 [N, K, 3, H, W]: input-space attribution
+
+
+class Method:
+    """An explanation method: what it needs from the graph, and how it explains a batch."""
 
     name = ""
+    image_output = False  # its result is best shown as an image of ``attributions``
 
-    def weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        """Weights broadcastable to the gradients: [N, K, C, 1, 1] or pixelwise [N, K, C, h, w]."""
+    def fetch(self, info: ArtifactInfo) -> list[str]:
+        """Graph outputs the main pass must return."""
+        return []
+
+    def requires(self, info: ArtifactInfo) -> list[str]:
+        """Graph outputs the file must have (the main pass's and the extra passes')."""
+        return self.fetch(info)
+
+    def check(self, info: ArtifactInfo) -> None:
+        """Raise OnnxcamError when the file's model cannot be explained this way."""
+
+    def explain(self, batch: Batch) -> Explanation:
         raise NotImplementedError
 
-    def layer_map(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        """ReLU(sum_c W_c * A_c) for every (image, target): [N, K, h, w]."""
-        weights = np.asarray(self.weights(activations, gradients), np.float32)
-        if weights.shape[-2:] == (1, 1):
-            cam = np.einsum("nkc,nchw->nkhw", weights[..., 0, 0], activations)
-        else:
-            cam = (weights * activations[:, None]).sum(axis=2)
-        return np.maximum(cam, 0.0)
 
-    def __call__(self, layers: Sequence[LayerTensors]) -> np.ndarray:
-        """Raw maps [N, K, h, w] for one layer; several layers are each min-max normalized
-        (their scales are not comparable), resized to the largest layer's size and max-fused."""
-        maps = [self.layer_map(np.asarray(a, np.float32), np.asarray(g, np.float32))
-                for a, g in layers]
-        if len(maps) == 1:
-            return maps[0]
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        return np.maximum.reduce([resize_maps(normalize_maps(m)[0], size) for m in maps])
+class CAMMethod(Method):
+    """Maps from target-layer activations: ReLU(sum_c W_c A_c); subclasses supply ``weights``."""
+
+    uses_gradients = True
+
+    def layers(self, info: ArtifactInfo) -> list[str]:
+        """The target layers this method reads."""
+        return list(info.layers)
+
+    def fetch(self, info: ArtifactInfo) -> list[str]:
+        names = [activation_name(layer) for layer in self.layers(info)]
+        if self.uses_gradients:
+            names += [gradient_name(layer) for layer in self.layers(info)]
+        return names
+
+    def weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        """Channel weights [N, K, C] or pixelwise weights [N, K, C, h, w]."""
+        raise NotImplementedError
+
+    def layer_map(self, activations: np.ndarray, gradients: Optional[np.ndarray]) -> np.ndarray:
+        """Raw maps [N, K, h, w] (or [N, 1, h, w] when the same for every target)."""
+        return weighted_sum(self.weights(activations, gradients), activations)
+
+    def batch_layer_map(self, batch: Batch, layer: str) -> np.ndarray:
+        """``layer_map`` on one layer's tensors from the main pass."""
+        gradients = batch.outputs[gradient_name(layer)] if self.uses_gradients else None
+        return self.layer_map(batch.outputs[activation_name(layer)], gradients)
+
+    def __call__(self, layers: Sequence[LayerTensors],
+                 size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """Raw maps [N, K, h, w] from (activations, gradients) per layer; several layers are
+        fused (see ``fuse_layers``)."""
+        return fuse_layers([self.layer_map(np.asarray(a, np.float32),
+                                           None if g is None else np.asarray(g, np.float32))
+                            for a, g in layers], size)
+
+    def explain(self, batch: Batch) -> Explanation:
+        shape = batch.classes.shape
+        maps = [self.batch_layer_map(batch, layer) for layer in self.layers(batch.info)]
+        maps = [np.broadcast_to(m, shape + m.shape[2:]).astype(np.float32) for m in maps]
+        return Explanation(fuse_layers(maps, batch.info.input_size).astype(np.float32))
+
+
+def _spatial_sum(x: np.ndarray) -> np.ndarray:
+    return x.sum(axis=(-2, -1))
 
 
 class GradCAM(CAMMethod):
@@ -88,16 +172,94 @@ class GradCAM(CAMMethod):
 
     name = "gradcam"
 
-    def weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        return gradients.mean(axis=(-2, -1), keepdims=True)
+    def weights(self, activations, gradients):
+        return gradients.mean(axis=(-2, -1))
 
 
-METHODS: dict[str, type[CAMMethod]] = {cls.name: cls for cls in (GradCAM,)}
+class CAM(CAMMethod):
+    """CAM (Zhou et al. 2016): channel weight = the linear head's weight W[c] of the class.
+
+    For a layer feeding global average pooling and a linear layer alone, the gradient of the
+    logit at every position is W[c] / (h*w), so its spatial sum is W[c] exactly.
+    """
+
+    name = "cam"
+
+    def layers(self, info):
+        return [info.cam_layer] if info.cam_layer else []
+
+    def check(self, info):
+        if not info.cam_layer:
+            raise OnnxcamError("method: cam is undefined for this model: none of its target layers "
+                               f"({', '.join(info.layers)}) feeds a global-average-pool -> linear "
+                               "head; use gradcam")
+        if info.score != "logit":
+            raise OnnxcamError(f"method: cam needs a file exported with --score logit "
+                               f"(this one differentiates {info.score})")
+
+    def weights(self, activations, gradients):
+        return _spatial_sum(gradients)
 
 
-def get_method(name: str) -> CAMMethod:
-    """An instance of the CAM method registered as ``name`` (case-insensitive)."""
-    cls = METHODS.get(name.strip().lower())
-    if cls is None:
-        raise OnnxcamError(f"method: unknown CAM method {name!r} (choose from: {', '.join(METHODS)})")
-    return cls()
+class GradCAMPlusPlus(CAMMethod):
+    """Grad-CAM++ (Chattopadhyay et al. 2018), closed form of the exp(score) argument:
+    alpha = g^2 / (2 g^2 + sum_ij(A) g^3), weight = sum_ij alpha ReLU(g)."""
+
+    name = "gradcam++"
+
+    def weights(self, activations, gradients):
+        g2 = gradients ** 2
+        sum_a = _spatial_sum(activations)[:, None, :, None, None]
+        alpha = g2 / (2 * g2 + sum_a * g2 * gradients + 1e-6)
+        alpha = np.where(gradients != 0, alpha, 0.0)
+        return _spatial_sum(alpha * np.maximum(gradients, 0.0))
+
+
+class XGradCAM(CAMMethod):
+    """XGrad-CAM (Fu et al. 2020): weight = sum_ij(g A) / sum_ij(A)."""
+
+    name = "xgradcam"
+
+    def weights(self, activations, gradients):
+        sum_a = _spatial_sum(activations)[:, None]
+        return _spatial_sum(gradients * activations[:, None]) / (sum_a + 1e-7)
+
+
+class HiResCAM(CAMMethod):
+    """HiResCAM (Draelos & Carin 2020): the gradient itself as pixelwise weight."""
+
+    name = "hirescam"
+
+    def weights(self, activations, gradients):
+        return gradients
+
+
+class LayerCAM(CAMMethod):
+    """LayerCAM (Jiang et al. 2021): ReLU(gradient) as pixelwise weight; meant for several layers."""
+
+    name = "layercam"
+
+    def weights(self, activations, gradients):
+        return np.maximum(gradients, 0.0)
+
+
+class EigenCAM(CAMMethod):
+    """EigenCAM (Muhammad & Yeasin 2020): the activations' first principal component; no
+    gradients, so the map is the same for every target."""
+
+    name = "eigencam"
+    uses_gradients = False
+
+    def layer_map(self, activations, gradients):
+        return np.maximum(principal_projection(activations), 0.0)[:, None]
+
+
+class EigenGradCAM(CAMMethod):
+    """EigenGradCAM: the first principal component of gradient x activations, per target."""
+
+    name = "eigengradcam"
+
+    def layer_map(self, activations, gradients):
+        n, k = gradients.shape[:2]
+        product = (gradients * activations[:, None]).reshape(n * k, *gradients.shape[2:])
+        return np.maximum(principal_projection(product), 0.0).reshape(n, k, *gradients.shape[-2:])

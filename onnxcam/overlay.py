@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
 
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import to_rgb_uint8
+from onnxcam.imageops import Geometry, to_rgb_uint8
 
 
 def colorize(heatmap01: np.ndarray) -> np.ndarray:
@@ -45,3 +46,14 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     except OSError as error:
         raise OnnxcamError(f"{path}: cannot write ({error.strerror or type(error).__name__})") from None
     return path
+
+
+def gradient_image(attribution: np.ndarray, geometry: Optional[Geometry] = None) -> np.ndarray:
+    """A signed input-space attribution [3, H, W] as an RGB uint8 image: centred, scaled to
+    0.1 per standard deviation around mid-gray and clipped (the usual guided-backprop
+    rendering); with ``geometry``, mapped onto the original image (black outside a crop)."""
+    values = np.asarray(attribution, np.float64)
+    values = np.clip((values - values.mean()) / (values.std() + 1e-5) * 0.1 + 0.5, 0.0, 1.0)
+    if geometry is not None:
+        values = np.stack([geometry.to_original(channel) for channel in values])
+    return np.round(values.transpose(1, 2, 0) * 255.0).astype(np.uint8)

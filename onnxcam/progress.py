@@ -6,18 +6,20 @@ from typing import Optional, TextIO
 
 
 class Progress:
-    """``[#####-----] 5/10``, redrawn in place; shown only for more than ``min_items``
+    """``label [#####-----] 5/10``, redrawn in place; shown only for more than ``min_items``
     items on a terminal (so piped output and test captures stay clean)."""
 
     def __init__(self, total: int, stream: Optional[TextIO] = None, min_items: int = 3,
-                 width: int = 30):
+                 width: int = 30, label: str = ""):
         self.total, self.done, self.width = total, 0, width
+        self.prefix = f"{label} " if label else ""
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = total > min_items and self.stream.isatty()
 
     def _draw(self) -> None:
         filled = self.width * self.done // max(self.total, 1)
-        self.stream.write(f"\r[{'#' * filled}{'-' * (self.width - filled)}] {self.done}/{self.total}")
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.prefix}[{bar}] {self.done}/{self.total}")
         self.stream.flush()
 
     def update(self, count: int = 1) -> None:

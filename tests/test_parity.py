@@ -17,6 +17,15 @@ def _inputs(n: int, size: int) -> np.ndarray:
     return np.random.default_rng(n).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
+def feeds(session, x: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Graph inputs, with an empty ``layer_input`` batch when the file has that input."""
+    feed = {"input": x, "targets": targets}
+    for spec in session.get_inputs():
+        if spec.name == "layer_input":
+            feed[spec.name] = np.zeros([0] + list(spec.shape[1:]), np.float32)
+    return feed
+
+
 def _check(model, path, layer: str, x: np.ndarray, k: int) -> None:
     targets = np.repeat(TARGET_SETS[k], len(x), axis=0)
     logits, classes, acts, grads = autograd_reference(model, layer, x, targets)
@@ -24,7 +33,7 @@ def _check(model, path, layer: str, x: np.ndarray, k: int) -> None:
     out = dict(zip(
         ["logits", "classes", "acts", "grads"],
         explainer.session.run(["logits", "target_indices", activation_name(layer), gradient_name(layer)],
-                              {"input": x, "targets": targets})))
+                              feeds(explainer.session, x, targets))))
     assert relative_error(out["logits"], logits) <= 1e-4
     assert np.array_equal(out["classes"], classes)
     assert relative_error(out["acts"], acts) <= 1e-4
@@ -88,3 +97,22 @@ def test_one_file_serves_all_batch_and_target_sizes(exported):
     for j, cls in enumerate([3, 7, 11]):
         single = explainer.explain(x, targets=cls, normalized=True)
         assert np.abs(np.stack(joint.heatmaps)[:, j] - np.stack(single.heatmaps)[:, 0]).max() <= 1e-5
+
+
+def test_layer_input_rows_run_the_rest_of_the_network(exported):
+    """``layer_input`` rows fed after the first target layer give the model's own logits."""
+    import torch
+
+    model, path = exported("resnet50", "layer3", 96)
+    x = _inputs(2, 96)
+    with torch.no_grad():
+        acts = {}
+        handle = model.layer3.register_forward_hook(lambda m, a, out: acts.setdefault("a", out))
+        logits = model(torch.from_numpy(x)).numpy()
+        handle.remove()
+    explainer = Explainer(path)
+    assert explainer.info.layer_input == "layer3"
+    feed = feeds(explainer.session, x[:1], np.array([[-1]]))
+    feed["layer_input"] = acts["a"].numpy()
+    (layer_logits,) = explainer.session.run(["layer_logits"], feed)
+    assert relative_error(layer_logits, logits) <= 1e-4

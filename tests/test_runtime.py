@@ -20,9 +20,10 @@ from onnxcam.cli import _export_problem, main
 from onnxcam.explainer import target_matrix
 from onnxcam.imageops import Geometry, fit, load_image, preprocess, to_rgb_uint8
 from onnxcam.inputs import expand_inputs, output_stems
-from onnxcam.methods import CAMMethod, GradCAM, get_method, normalize_maps
+from onnxcam.methods import CAMMethod, GradCAM, normalize_maps
 from onnxcam.overlay import save_png
 from onnxcam.progress import Progress
+from onnxcam.registry import get_method
 from onnxcam.session import open_session, select_providers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +222,8 @@ def test_pixelwise_weights_and_layer_fusion():
 
 def test_get_method():
     assert isinstance(get_method("GradCAM"), GradCAM)
-    with pytest.raises(OnnxcamError, match="choose from: gradcam"):
-        get_method("scorecam")
+    with pytest.raises(OnnxcamError, match="choose from: gradcam, cam, gradcam[+][+], .*scorecam"):
+        get_method("nope")
 
 
 # ---------------------------------------------------------------- preprocessing and geometry

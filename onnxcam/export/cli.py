@@ -62,12 +62,14 @@ def run_export(args: argparse.Namespace) -> int:
 
     output = Path(args.output or f"{args.model.replace(':', '_')}.onnx")
     labels = _read_labels(args.labels) if args.labels else recipe.labels()
+    layers = args.layer_names or recipe.layers
     started = time.perf_counter()
-    info = export(model, output, target_layers=args.layer_names or recipe.layers, input_size=size,
+    info = export(model, output, target_layers=layers, input_size=size,
                   mean=recipe.mean, std=recipe.std, labels=labels, guided=args.guided,
                   plain_input_gradient=args.input_gradient, score=args.score, resize=args.resize,
                   resize_size=recipe.resize_size if args.resize == "crop" else None,
-                  source=recipe.source, opset=args.opset)
+                  source=recipe.source, opset=args.opset,
+                  layouts={name: recipe.layout for name in layers or []} if recipe.layout else None)
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
                       "classes": info.num_classes, "cam_layer": info.cam_layer,
                       "seconds": round(time.perf_counter() - started, 1)}))

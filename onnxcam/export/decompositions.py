@@ -30,8 +30,8 @@ def guided_relu() -> Iterator[None]:
         _guided = previous
 
 
-def _pair(value: Sequence[int], count: int = 2) -> list[int]:
-    values = list(value)
+def _pair(value, count: int = 2) -> list:
+    values = [value] if isinstance(value, int) else list(value)
     return values * count if len(values) == 1 else values
 
 
@@ -49,9 +49,11 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
     if not output_mask[0]:
         return None, None, None
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    kernel = weight.shape[2:]
+    kernel = [int(k) for k in weight.shape[2:]]
+    if stride == [1, 1] and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel)):
+        return _flipped_convolution(grad_output, weight, padding, dilation, groups), None, None
     extra = [
-        _output_padding(int(input.shape[2 + i]), int(grad_output.shape[2 + i]), int(kernel[i]),
+        _output_padding(int(input.shape[2 + i]), int(grad_output.shape[2 + i]), kernel[i],
                         stride[i], padding[i], dilation[i])
         for i in range(2)
     ]
@@ -61,6 +63,18 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
         full = F.conv_transpose2d(grad_output, weight, None, stride, 0, 0, groups, dilation)
         grad_input = _crop_or_pad(full, padding, input.shape[2:])
     return grad_input, None, None
+
+
+def _flipped_convolution(grad_output, weight, padding, dilation, groups):
+    """Input gradient of a stride-1 convolution as a forward convolution with the kernels
+    flipped and their in/out channels swapped per group: onnxruntime's Conv is markedly
+    faster than its ConvTranspose. The flip runs on the weight inside the graph, so the
+    file holds no second copy of the weights."""
+    c_out, c_in_group, kh, kw = (int(v) for v in weight.shape)
+    swapped = (weight.reshape(groups, c_out // groups, c_in_group, kh, kw).transpose(1, 2)
+               .reshape(groups * c_in_group, c_out // groups, kh, kw).flip(2, 3))
+    pad = [d * (k - 1) - p for p, d, k in zip(padding, dilation, (kh, kw))]
+    return F.conv2d(grad_output, swapped, None, 1, pad, dilation, groups)
 
 
 def _crop_or_pad(full: torch.Tensor, offset: Sequence[int], size: Sequence[int]) -> torch.Tensor:
@@ -118,6 +132,23 @@ def adaptive_avg_pool2d_backward(grad_output, input):
     rows = _adaptive_matrix(h, oh, grad_output.dtype, grad_output.device)
     cols = _adaptive_matrix(w, ow, grad_output.dtype, grad_output.device)
     return torch.matmul(torch.matmul(rows.t(), grad_output), cols)
+
+
+class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
+    """Feeds adaptive average pooling a contiguous input.
+
+    For a channels-last input the composite op restrides its result in place
+    (``as_strided_``), and that op's backward has no ONNX translation.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d) and args:
+            x = args[0]
+            size = _pair(args[1] if len(args) > 1 else kwargs["output_size"])
+            size = [x.shape[-2 + i] if s is None else s for i, s in enumerate(size)]
+            return aten._adaptive_avg_pool2d(x.contiguous(), size)
+        return func(*args, **kwargs)
 
 
 def threshold_backward(grad_output, self, threshold):

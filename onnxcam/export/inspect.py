@@ -61,6 +61,15 @@ def require_layers(model: nn.Module, layers: Sequence[str]) -> None:
             raise OnnxcamError(f"layer {layer!r}: no such module in the model{hint}")
 
 
+def last_shapes(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Output shape of each layer at its last call."""
+    shapes = {}
+    for name, shape in layer_shapes(model, probe):
+        if name in layers:
+            shapes[name] = shape
+    return shapes
+
+
 def count_calls(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> dict[str, int]:
     """How many times each layer runs in one forward (shared modules run more than once)."""
     counts = dict.fromkeys(layers, 0)
@@ -68,6 +77,18 @@ def count_calls(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) ->
         if name in counts:
             counts[name] += 1
     return counts
+
+
+def first_layer(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> tuple[str, tuple[int, ...]]:
+    """The target layer whose last call finishes first, and its output shape there."""
+    calls = count_calls(model, layers, probe)
+    seen = dict.fromkeys(layers, 0)
+    for name, shape in layer_shapes(model, probe):
+        if name in seen:
+            seen[name] += 1
+            if seen[name] == calls[name]:
+                return name, shape
+    raise OnnxcamError(f"target layer(s) {list(layers)} did not run in the forward pass")
 
 
 def cam_layer(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> Optional[str]:

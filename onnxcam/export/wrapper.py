@@ -5,8 +5,10 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from onnxcam.export.decompositions import guided_relu
+from onnxcam.export.decompositions import ContiguousAdaptivePool, guided_relu
+from onnxcam.export.layouts import from_spatial, to_spatial
 
 
 class ExplainWrapper(nn.Module):
@@ -20,7 +22,8 @@ class ExplainWrapper(nn.Module):
 
     def __init__(self, model: nn.Module, layers: list[str], score: str = "logit",
                  guided: bool = False, plain_input_gradient: bool = False,
-                 calls: Optional[dict[str, int]] = None, repeat_input: bool = False):
+                 calls: Optional[dict[str, int]] = None, repeat_input: bool = False,
+                 layouts: Optional[dict[str, str]] = None):
         super().__init__()
         if score not in ("logit", "softmax"):
             raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
@@ -36,31 +39,51 @@ class ExplainWrapper(nn.Module):
         self._modules_by_layer = {name: modules[name] for name in self.layers}
         # a module called several times (a shared activation, say) is explained at its last call
         self.calls = {name: (calls or {}).get(name, 1) for name in self.layers}
+        self.first_layer: Optional[str] = None  # set while tracing
+        # layers whose output is not [N, C, h, w] (token grids, channels-last maps)
+        self.layouts = {name: (layouts or {}).get(name, "nchw") for name in self.layers}
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, targets: torch.Tensor,
+                layer_input: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
+        """Outputs: logits, resolved targets, (activations, gradients) per layer, then the
+        plain and guided input gradients when asked for, then ``layer_logits`` when
+        ``layer_input`` is given: its M rows are fed through the layers after the first
+        target layer, appended to the batch there (so M = 0 costs nothing)."""
         n, k = targets.shape
+        rows = n * k
         captured: dict[str, torch.Tensor] = {}
         activations: dict[str, torch.Tensor] = {}
-        cut = not self.repeat_input
         seen = dict.fromkeys(self.layers, 0)
+
+        def per_image(t: torch.Tensor) -> torch.Tensor:
+            return t[:rows].reshape((n, k) + tuple(t.shape[1:]))[:, 0]
 
         def capture(name: str):
             def hook(module: nn.Module, args, output: torch.Tensor) -> Optional[torch.Tensor]:
-                nonlocal cut
                 seen[name] += 1
                 if seen[name] != self.calls[name]:
                     return None
-                if cut:  # first target layer: repeat K times as a leaf that requires grad
-                    cut = False
-                    activations[name] = output
-                    leaf = output.detach().repeat_interleave(k, dim=0).requires_grad_(True)
-                    captured[name] = leaf
-                    return leaf
-                if not output.requires_grad or output.shape[0] != n * k:
+                layout = self.layouts[name]
+                spatial = to_spatial(output, layout)
+                if not captured:  # the first target layer to run
+                    self.first_layer = name
+                    if self.repeat_input:
+                        activations[name] = per_image(spatial)
+                        like = output
+                    else:  # repeat K times as a fresh leaf: only later layers run N*K times
+                        activations[name] = spatial
+                        spatial = spatial.detach().repeat_interleave(k, dim=0).requires_grad_(True)
+                        like = output.detach().repeat_interleave(k, dim=0)
+                    captured[name] = spatial
+                    rebuilt = from_spatial(spatial, like, layout)
+                    if layer_input is not None:
+                        rebuilt = torch.cat([rebuilt, from_spatial(layer_input, layer_input, layout)], dim=0)
+                    return rebuilt
+                if not output.requires_grad or output.shape[0] < rows:
                     raise RuntimeError(f"layer {name!r} does not lie downstream of the first target layer")
-                captured[name] = output
-                activations[name] = output.reshape((n, k) + tuple(output.shape[1:]))[:, 0]
-                return None
+                captured[name] = spatial
+                activations[name] = per_image(spatial)
+                return None if layout == "nchw" else from_spatial(spatial, output, layout)
             return hook
 
         handles = [module.register_forward_hook(capture(name)) for name, module in self._modules_by_layer.items()]
@@ -68,21 +91,24 @@ class ExplainWrapper(nn.Module):
             with torch.enable_grad():
                 if self.repeat_input:
                     x = x.detach().repeat_interleave(k, dim=0).requires_grad_(True)
-                logits_rep = self.model(x)
+                # attention through its math kernel, whose backward is plain matrix products
+                with ContiguousAdaptivePool(), sdpa_kernel([SDPBackend.MATH]):
+                    logits_all = self.model(x)
                 missing = [name for name in self.layers if name not in captured]
                 if missing:
                     raise RuntimeError(f"target layer(s) {missing} did not run in the forward pass")
-                classes = logits_rep.shape[1]
-                logits = logits_rep.reshape(n, k, classes)[:, 0]
+                logits_rep = logits_all[:rows]
+                logits = per_image(logits_rep)
                 resolved = resolve_targets(logits, targets)
                 scores = logits_rep if self.score == "logit" else torch.softmax(logits_rep, dim=1)
                 selected = scores.gather(1, resolved.reshape(-1, 1)).sum()
-                inputs = [captured[name] for name in self.layers]
-                grads = torch.autograd.grad(selected, inputs, retain_graph=self.guided or self.plain_input_gradient)
+                needs_input_gradient = self.guided or self.plain_input_gradient
+                grads = torch.autograd.grad(selected, [captured[name] for name in self.layers],
+                                            retain_graph=needs_input_gradient)
                 outputs = [logits, resolved]
                 for name, grad in zip(self.layers, grads):
                     outputs.append(activations[name])
-                    outputs.append(grad.reshape((n, k) + tuple(grad.shape[1:])))
+                    outputs.append(grad[:rows].reshape((n, k) + tuple(grad.shape[1:])))
                 if self.plain_input_gradient:
                     (plain,) = torch.autograd.grad(selected, [x], retain_graph=self.guided)
                     outputs.append(plain.reshape((n, k) + tuple(x.shape[1:])))
@@ -90,6 +116,8 @@ class ExplainWrapper(nn.Module):
                     with guided_relu():
                         (guided,) = torch.autograd.grad(selected, [x])
                     outputs.append(guided.reshape((n, k) + tuple(x.shape[1:])))
+                if layer_input is not None:
+                    outputs.append(logits_all[rows:])
         finally:
             for handle in handles:
                 handle.remove()

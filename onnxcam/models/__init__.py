@@ -29,6 +29,7 @@ class Recipe:
     resize_size: Optional[int] = None
     labels: Callable[[], Optional[list[str]]] = field(default=lambda: None)
     source: str = ""
+    layout: Optional[str] = None  # "nhwc" or "tokens" when the family's blocks are not NCHW
 
 
 # Default target layer of each torchvision family: the last spatial block before pooling.
@@ -36,8 +37,13 @@ _TORCHVISION_LAYERS = {
     "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "regnet": "trunk_output",
     "vgg": "features", "alexnet": "features", "densenet": "features", "mobilenet": "features",
     "efficientnet": "features", "convnext": "features", "mnasnet": "layers", "squeezenet": "features",
-    "shufflenet": "conv5", "googlenet": "inception5b", "inception": "Mixed_7c",
+    "shufflenet": "conv5", "googlenet": "inception5b", "inception": "Mixed_7c", "swin": "features",
+    # ViT: the last block's first LayerNorm, as the class token reads the patches only through
+    # attention; the encoder's output patches get no gradient from a class-token head
+    "vit_b": "encoder.layers.encoder_layer_11.ln_1", "vit_l": "encoder.layers.encoder_layer_23.ln_1",
+    "vit_h": "encoder.layers.encoder_layer_31.ln_1",
 }
+_TORCHVISION_LAYOUTS = {"swin": "nhwc", "vit": "tokens"}
 
 
 def _torchvision_layer(name: str) -> Optional[str]:
@@ -89,10 +95,13 @@ def _torchvision_recipe(name: str) -> Recipe:
 
     preset = weights_enum().transforms()
     crop = int(preset.crop_size[0])
+    layer = _torchvision_layer(name)
+    layout = next((v for k, v in _TORCHVISION_LAYOUTS.items() if name.startswith(k)), None)
     return Recipe(
-        name=name, build=build, layers=[_torchvision_layer(name)] if _torchvision_layer(name) else None,
+        name=name, build=build, layers=[layer] if layer else None,
         input_size=(crop, crop), mean=tuple(preset.mean), std=tuple(preset.std),
         resize_size=int(preset.resize_size[0]), labels=labels, source=f"torchvision:{name}",
+        layout=layout,
     )
 
 

@@ -1,0 +1,55 @@
+"""The benchmark: its ratios and tables, and a --quick run end to end."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onnxcam.bench import CONTENDERS, PLAIN, ratios, ratios_table, results_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _timed(ms: float, rss: float = 100.0) -> dict:
+    return {"available": True, "median_ms": ms, "min_ms": ms, "repeats": 3, "setup_s": 0.1,
+            "peak_rss_mb": rss}
+
+
+def test_ratios_and_tables():
+    results = {name: {"1": _timed(10.0)} for name in CONTENDERS}
+    results[PLAIN]["1"] = _timed(8.0, rss=50.0)
+    results["onnxcam layercam"]["1"] = {"available": False, "reason": "no such method"}
+    rows = {row["ratio"]: row for row in ratios(results, [1])}
+    assert rows["onnxcam gradcam / plain"]["value"] == pytest.approx(1.25)
+    assert rows["onnxcam gradcam / plain"]["ok"] is False
+    assert rows["peak RSS onnxcam gradcam / plain"]["value"] == pytest.approx(2.0)
+    assert rows["onnxcam layercam / plain"]["value"] is None
+    assert rows["onnxcam gradcam++ / plain"]["ok"] is None  # no target
+    report = {"config": {"batches": [1]}, "results": results, "ratios": list(rows.values())}
+    table = results_table(report)
+    assert len(table) == 2 + len(CONTENDERS)
+    assert "| onnxcam layercam | n/a | n/a | n/a |" in table
+    assert "| onnxcam gradcam | 10.0 | 1.25 | 100 |" in table
+    assert "| onnxcam gradcam / plain | 1.25 ✗ | <= 1.1 |" in ratios_table(report)
+
+
+@pytest.mark.slow
+def test_quick_run(tmp_path):
+    path = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
+                           "--json", str(path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(path.read_text())
+    assert set(report["results"]) == set(CONTENDERS)
+    for name, by_batch in report["results"].items():
+        assert set(by_batch) == {"1", "2"}
+        for result in by_batch.values():
+            assert result["available"], (name, result)
+            assert result["median_ms"] > 0 and result["peak_rss_mb"] > 0
+    assert all(row["value"] > 0 for row in report["ratios"])
+    assert report["export"]["size_ratio"]["explain"] < 1.05  # weights are not duplicated
+    assert report["import"]["torch_after_import"] is False
+    assert "| onnxcam gradcam |" in done.stdout

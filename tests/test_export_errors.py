@@ -1,0 +1,44 @@
+"""Models the exporter cannot handle fail at export time, naming what went wrong."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from onnxcam.errors import OnnxcamError  # noqa: E402
+from onnxcam.export import export  # noqa: E402
+
+
+class Warped(nn.Module):
+    """A CNN that resamples its features with grid_sample, whose backward ONNX cannot express."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+        theta = torch.tensor([[[0.9, 0.1, 0.0], [-0.1, 0.9, 0.0]]])
+        self.register_buffer("theta", theta)
+
+    def forward(self, x):
+        a = torch.relu(self.conv(x))
+        grid = nn.functional.affine_grid(self.theta.expand(x.shape[0], -1, -1), list(a.shape), align_corners=False)
+        warped = nn.functional.grid_sample(a, grid, align_corners=False)
+        return self.head(warped.mean(dim=(2, 3)))
+
+
+def test_unrollable_backward_is_named(tmp_path):
+    with pytest.raises(OnnxcamError, match="grid_sampler_2d_backward"):
+        export(Warped(), tmp_path / "w.onnx", ["conv"], input_size=(16, 16))
+    assert not (tmp_path / "w.onnx").exists()
+
+
+def test_unknown_layer_is_named(tmp_path):
+    with pytest.raises(OnnxcamError, match="'conv9'.*conv"):
+        export(Warped(), tmp_path / "w.onnx", ["conv9"], input_size=(16, 16))
+
+
+def test_classifier_output_must_be_logits(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with pytest.raises(OnnxcamError, match="expected \\[N, classes\\]"):
+        export(model, tmp_path / "s.onnx", ["0"], input_size=(8, 8))

@@ -1,0 +1,99 @@
+"""Every torchvision classifier family exports and explains (random init, small inputs).
+
+Each file holds an inner layer and the family's default layer; both gradients are checked
+against torch autograd. `-m slow` runs the full matrix; CI runs the fast subset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from test_parity import feeds
+from torch_reference import autograd_reference, cosine, gradcam_reference, relative_error
+
+from onnxcam.export.layouts import to_spatial
+from onnxcam.methods import GradCAM, normalize_maps, resize_maps
+from onnxcam.session import open_session
+
+slow = pytest.mark.slow
+# (model, input size, inner layer); the default layer comes from the model's recipe
+FAMILIES = [
+    pytest.param("resnet18", 64, "layer3"),
+    pytest.param("mobilenet_v3_small", 64, "features.6"),
+    pytest.param("squeezenet1_1", 64, "features.9"),
+    pytest.param("convnext_tiny", 64, "features.5"),
+    pytest.param("efficientnet_b0", 64, "features.5"),
+    pytest.param("shufflenet_v2_x0_5", 64, "stage3"),
+    pytest.param("resnext50_32x4d", 64, "layer3", marks=slow),
+    pytest.param("wide_resnet50_2", 64, "layer3", marks=slow),
+    pytest.param("vgg11_bn", 64, "features.21", marks=slow),
+    pytest.param("densenet121", 64, "features.denseblock3", marks=slow),
+    pytest.param("mobilenet_v2", 64, "features.10", marks=slow),
+    pytest.param("efficientnet_v2_s", 64, "features.4", marks=slow),
+    pytest.param("regnet_y_400mf", 64, "trunk_output.block3", marks=slow),
+    pytest.param("mnasnet0_5", 64, "layers.10", marks=slow),
+    pytest.param("googlenet", 64, "inception4e", marks=slow),
+    pytest.param("inception_v3", 96, "Mixed_6e", marks=slow),
+    pytest.param("alexnet", 128, "features.7", marks=slow),
+    pytest.param("vit_b_16", 32, "encoder.layers.encoder_layer_9.ln_1", marks=slow),
+]
+
+
+def calibrate_batch_norm(model, size: int):
+    """Give random-init BatchNorm layers the statistics of real activations, so deep
+    random models keep O(1) activations instead of collapsing to float noise."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(1)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,size,inner", FAMILIES)
+def test_family(name, size, inner, tmp_path):
+    import torch
+    import torchvision
+
+    from onnxcam import models
+    from onnxcam.export import export
+
+    recipe = models.recipe(name)
+    default = recipe.layers[0]
+    torch.manual_seed(0)
+    if name.startswith("vit"):
+        model = torchvision.models.get_model(name, image_size=size).eval()
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision starts it at zero
+    else:
+        options = {"aux_logits": False} if name in ("inception_v3", "googlenet") else {}
+        model = calibrate_batch_norm(torchvision.models.get_model(name, **options), size)
+    path = tmp_path / f"{name}.onnx"
+    layout = recipe.layout or "nchw"
+    export(model, path, [inner, default], input_size=(size, size), layouts={inner: layout, default: layout})
+    graph = onnx.load(str(path), load_external_data=False)
+    assert {node.domain for node in graph.graph.node} <= {"", "ai.onnx"}
+
+    session, info = open_session(path)
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    targets = np.array([[-1, 3], [-2, 7]])
+    names = ["logits", "activations/" + inner, "gradients/" + inner, "activations/" + default, "gradients/" + default]
+    out = dict(zip(names, session.run(names, feeds(session, x, targets))))
+    for layer in (inner, default):
+        logits, _, acts, grads = autograd_reference(model, layer, x, targets)
+        acts = to_spatial(torch.from_numpy(acts), layout).numpy()
+        grads = np.stack([to_spatial(torch.from_numpy(grads[:, j]), layout).numpy() for j in range(2)], axis=1)
+        assert relative_error(out["logits"], logits) <= 1e-4
+        got = out["gradients/" + layer]
+        for i in range(2):
+            for j in range(2):
+                assert cosine(got[i, j], grads[i, j]) >= 0.9999, (layer, i, j)
+        if layer == inner:
+            assert relative_error(got, grads) <= 1e-3
+        else:
+            maps, _ = normalize_maps(resize_maps(GradCAM()([(out["activations/" + layer], got)]), (size, size)))
+            assert np.abs(maps - gradcam_reference(acts, grads, (size, size))).max() <= 1e-3
