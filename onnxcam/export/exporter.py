@@ -15,6 +15,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from onnxcam import artifact
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
+from onnxcam.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam.export.decompositions import explain_decompositions
 from onnxcam.export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam.export.inspect import (
@@ -27,8 +28,6 @@ from onnxcam.export.inspect import (
 )
 from onnxcam.export.wrapper import ExplainWrapper
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Example sizes for tracing: primes that no channel or spatial size will equal, so the
 # dynamic batch and target dimensions are never specialised to a constant.
 _EXAMPLE_N, _EXAMPLE_K, _EXAMPLE_M = 11, 13, 17
