@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onnxcam.bench import add_bench_arguments, run_bench  # noqa: E402
+from onnxcam.export.bench import add_bench_arguments, run_bench  # noqa: E402
 from onnxcam.errors import OnnxcamError  # noqa: E402
 
 

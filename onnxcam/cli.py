@@ -133,6 +133,7 @@ def _export_problem(error: ImportError) -> str:
 def _export_module():
     """onnxcam.export.cli, imported only for the export subcommand (it imports PyTorch)."""
     try:
+        import onnxcam.export.exporter  # noqa: F401  (loads PyTorch: fail here, before parsing)
         from onnxcam.export import cli as export_cli
     except ImportError as error:
         raise OnnxcamError(_export_problem(error)) from None
@@ -194,7 +195,7 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
         _export_module().add_export_arguments(export)
     export.set_defaults(run=_export)
 
-    from onnxcam.bench import add_bench_arguments, run_bench  # numpy only; torch when it runs
+    from onnxcam.export.bench import add_bench_arguments, run_bench  # numpy only; torch when it runs
 
     bench = commands.add_parser("bench", help="time onnxcam against plain inference and the torch libraries")
     add_bench_arguments(bench)

@@ -2,7 +2,7 @@
 
 The parent process exports the model once (a plain ONNX file without explain outputs, an
 explain-graph and a guided explain-graph), saves the weights and one input batch, then times
-every contender at every batch size in a fresh subprocess (``python -m onnxcam.bench JOB
+every contender at every batch size in a fresh subprocess (``python -m onnxcam.export.bench JOB
 RESULT``), so onnxruntime's threads never compete with torch's and each peak RSS is the
 contender's own. By default no thread busy-waits (OMP_WAIT_POLICY=PASSIVE for torch,
 ``session.intra_op.allow_spinning=0`` for every onnxruntime session): on a shared machine
@@ -384,7 +384,7 @@ def run_child(job: Job, folder: Path) -> dict:
     """Time one contender at one batch size in a fresh interpreter."""
     result_path = folder / "result.json"
     result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "onnxcam.bench", json.dumps(asdict(job)), str(result_path)]
+    command = [sys.executable, "-m", "onnxcam.export.bench", json.dumps(asdict(job)), str(result_path)]
     start = cpu_sample()
     done = subprocess.run(command, env=_env(job.spinning), capture_output=True, text=True)
     if done.returncode != 0 or not result_path.is_file():
