@@ -8,7 +8,7 @@ only input gradients are ever produced.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch._decomp
@@ -158,7 +158,7 @@ def threshold_backward(grad_output, self, threshold):
     return torch.where(keep, grad_output, torch.zeros_like(grad_output))
 
 
-def explain_decompositions(extra: Optional[dict] = None) -> dict:
+def explain_decompositions() -> dict:
     """Core ATen decompositions plus the backward rewrites above."""
     table = dict(torch._decomp.core_aten_decompositions())
     table.update({
@@ -168,5 +168,4 @@ def explain_decompositions(extra: Optional[dict] = None) -> dict:
         aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,
         aten.threshold_backward.default: threshold_backward,
     })
-    table.update(extra or {})
     return table
