@@ -28,6 +28,12 @@ def gradient_name(layer: str) -> str:
     return f"gradients/{layer}"
 
 
+def map_name(method: str) -> str:
+    """Graph output holding ``method``'s map computed in the graph: [N, K, H, W] at input
+    resolution, before min-max normalization."""
+    return f"maps/{method}"
+
+
 @dataclass
 class ArtifactInfo:
     """Everything the runtime needs to know about an explain-graph, stored in its metadata."""
@@ -49,6 +55,8 @@ class ArtifactInfo:
     cam_layer: Optional[str] = None  # layer feeding a GAP -> linear head, where CAM is defined
     layer_input: Optional[str] = None  # the layer `layer_input` rows enter after; None: no such input
     layouts: dict = field(default_factory=dict)  # layer -> "nhwc" | "tokens" where not NCHW
+    maps: list = field(default_factory=list)  # methods whose maps the graph computes (map_name)
+    precision: str = "float32"  # of the weights, the input and the float outputs: or "float16"
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

@@ -11,7 +11,7 @@ import numpy as np
 from onnxcam.artifact import LOGITS, TARGET_INDICES
 from onnxcam.errors import OnnxcamError
 from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
-from onnxcam.methods import Method, normalize_maps, resize_maps
+from onnxcam.methods import InGraphMap, Method, normalize_maps, resize_maps
 from onnxcam.registry import get_method
 from onnxcam.runner import Batch, GraphRunner
 from onnxcam.session import open_session
@@ -30,7 +30,7 @@ class ExplainResult:
     probs: np.ndarray  # float32 [N, K]: softmax probability of those classes
     logits: np.ndarray  # float32 [N, C]
     heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
-    raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution
+    raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution (input resolution for in-graph maps)
     # (at the input resolution for fused layers and input-space attributions)
     zero_maps: np.ndarray  # bool [N, K]: the map was constant, so its heatmap is all zero
     images: Optional[list[np.ndarray]]  # RGB uint8 originals; None for normalized input
@@ -110,7 +110,10 @@ class Explainer:
 
     def method(self, method: MethodLike, **options) -> Method:
         """A method by name (with options such as ``samples``) or as given, checked against
-        this file: OnnxcamError when the file cannot serve it."""
+        this file: OnnxcamError when the file cannot serve it. A name whose map the file
+        computes in the graph (``export(maps=...)``) fetches that map instead."""
+        if isinstance(method, str) and method.strip().lower() in self.info.maps:
+            return InGraphMap(method.strip().lower())
         method = get_method(method, **options) if isinstance(method, str) else method
         method.check(self.info)
         for name in method.requires(self.info):

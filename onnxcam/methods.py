@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name
+from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name, map_name
 from onnxcam.errors import OnnxcamError
 from onnxcam.runner import Batch
 
@@ -263,3 +263,17 @@ class EigenGradCAM(CAMMethod):
         n, k = gradients.shape[:2]
         product = (gradients * activations[:, None]).reshape(n * k, *gradients.shape[2:])
         return np.maximum(principal_projection(product), 0.0).reshape(n, k, *gradients.shape[-2:])
+
+
+class InGraphMap(Method):
+    """A CAM method's map as the graph computed it (a file exported with ``maps=``): the
+    session returns [N, K, H, W] maps instead of activations and gradients."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def fetch(self, info: ArtifactInfo) -> list[str]:
+        return [map_name(self.name)]
+
+    def explain(self, batch: Batch) -> Explanation:
+        return Explanation(batch.outputs[map_name(self.name)].astype(np.float32))

@@ -21,27 +21,30 @@ Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> the rows start..stop
 
 class GraphRunner:
     """An explain-graph session with its inputs filled in: ``layer_input`` is always fed
-    (empty unless used) when the file has it, so files with and without it both run."""
+    (empty unless used) when the file has it, so files with and without it both run. Float
+    inputs are fed in the file's precision and float outputs come back as float32."""
 
     def __init__(self, session: ort.InferenceSession, info: ArtifactInfo, path: Path):
         self.session, self.info, self.path = session, info, path
         self.outputs = {o.name for o in session.get_outputs()}
+        self.dtype = np.float16 if info.precision == "float16" else np.float32
         shape = {i.name: i.shape for i in session.get_inputs()}.get(LAYER_INPUT)
         self._empty_layer = None if shape is None else np.zeros(
-            [0] + [d if isinstance(d, int) else 1 for d in shape[1:]], np.float32)
+            [0] + [d if isinstance(d, int) else 1 for d in shape[1:]], self.dtype)
 
     def run(self, fetch: Sequence[str], inputs: np.ndarray, targets: np.ndarray,
             layer_rows: np.ndarray | None = None) -> list[np.ndarray]:
         """One session run; ``layer_rows`` go to ``layer_input`` (the file must have it)."""
-        feeds = {INPUT: np.ascontiguousarray(inputs, np.float32),
+        feeds = {INPUT: np.ascontiguousarray(inputs, self.dtype),
                  TARGETS: np.ascontiguousarray(targets, np.int64)}
         if self._empty_layer is not None:
             feeds[LAYER_INPUT] = (self._empty_layer if layer_rows is None
-                                  else np.ascontiguousarray(layer_rows, np.float32))
+                                  else np.ascontiguousarray(layer_rows, self.dtype))
         try:
-            return self.session.run(list(fetch), feeds)
+            outputs = self.session.run(list(fetch), feeds)
         except Exception as error:  # onnxruntime's own exception types
             raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
+        return [out.astype(np.float32) if out.dtype == np.float16 else out for out in outputs]
 
 
 @dataclass

@@ -24,11 +24,20 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="differentiate the pre-softmax logit (default) or the softmax probability")
     parser.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
                         help="preprocessing: stretch the whole image, or resize+center-crop as in training")
+    parser.add_argument("--maps", metavar="METHODS", type=_method_list, default=[],
+                        help="comma-separated CAM methods whose maps the graph computes itself "
+                             "(gradcam, gradcam++, xgradcam, hirescam, layercam)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="float16 weights, input and outputs (for GPUs; see the README)")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--list", action="store_true", help="list the model names and exit")
     parser.add_argument("--layers", action="store_true", dest="list_layers",
                         help="list the candidate target layers of MODEL with their output shapes and exit")
+
+
+def _method_list(text: str) -> list[str]:
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
 
 
 def _read_labels(path: str) -> list[str]:
@@ -68,9 +77,10 @@ def run_export(args: argparse.Namespace) -> int:
                   mean=recipe.mean, std=recipe.std, labels=labels, guided=args.guided,
                   plain_input_gradient=args.input_gradient, score=args.score, resize=args.resize,
                   resize_size=recipe.resize_size if args.resize == "crop" else None,
-                  source=recipe.source, opset=args.opset,
+                  source=recipe.source, opset=args.opset, maps=args.maps,
+                  precision="float16" if args.fp16 else "float32",
                   layouts={name: recipe.layout for name in layers or []} if recipe.layout else None)
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
-                      "classes": info.num_classes, "cam_layer": info.cam_layer,
+                      "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
                       "seconds": round(time.perf_counter() - started, 1)}))
     return 0

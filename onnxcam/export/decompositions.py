@@ -91,9 +91,10 @@ def max_pool2d_with_indices_backward(grad_output, input, kernel_size, stride, pa
                                      ceil_mode, indices):
     n, c = grad_output.shape[0], grad_output.shape[1]
     h, w = int(input.shape[2]), int(input.shape[3])
-    flat = torch.zeros(n, c, h * w, dtype=grad_output.dtype, device=grad_output.device)
-    flat = flat.scatter_add(2, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1))
-    return flat.reshape(n, c, h, w)
+    # scatter-add in float32: onnxruntime's CPU ScatterElements has no float16 'add'
+    flat = torch.zeros(n, c, h * w, dtype=torch.float32, device=grad_output.device)
+    flat = flat.scatter_add(2, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1).float())
+    return flat.reshape(n, c, h, w).to(grad_output.dtype)
 
 
 def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode,
@@ -152,10 +153,16 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
 
 
 def threshold_backward(grad_output, self, threshold):
-    keep = self > threshold
+    """ReLU backward as a product with a 0/1 mask: onnxruntime's Mul is about ten times
+    faster than its Where on large maps. The guided rule also drops negative gradients."""
     if _guided:
-        keep = keep & (grad_output > 0)
-    return torch.where(keep, grad_output, torch.zeros_like(grad_output))
+        grad_output = grad_output.clamp(min=0)
+    return grad_output * (self > threshold).to(grad_output.dtype)
+
+
+def hardtanh_backward(grad_output, self, min_val, max_val):
+    """ReLU6 / hardtanh backward, as a mask product like ``threshold_backward``."""
+    return grad_output * ((self > min_val) & (self < max_val)).to(grad_output.dtype)
 
 
 def explain_decompositions() -> dict:
@@ -167,5 +174,6 @@ def explain_decompositions() -> dict:
         aten.avg_pool2d_backward.default: avg_pool2d_backward,
         aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,
         aten.threshold_backward.default: threshold_backward,
+        aten.hardtanh_backward.default: hardtanh_backward,
     })
     return table

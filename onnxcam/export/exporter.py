@@ -1,6 +1,7 @@
 """Export a PyTorch classifier as an onnxcam explain-graph."""
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import warnings
@@ -18,6 +19,7 @@ from onnxcam.errors import OnnxcamError
 from onnxcam.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam.export.decompositions import explain_decompositions
 from onnxcam.export.layouts import detect_layout, require_layout, spatial_shape
+from onnxcam.export.maps import IN_GRAPH_METHODS
 from onnxcam.export.inspect import (
     cam_layer,
     count_calls,
@@ -32,6 +34,7 @@ from onnxcam.export.wrapper import ExplainWrapper
 # dynamic batch and target dimensions are never specialised to a constant.
 _EXAMPLE_N, _EXAMPLE_K, _EXAMPLE_M = 11, 13, 17
 MAX_IR_VERSION = 10
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[str]] = None,
@@ -39,7 +42,8 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
            std: Sequence[float] = IMAGENET_STD, labels: Optional[Sequence[str]] = None,
            guided: bool = False, plain_input_gradient: bool = False, score: str = "logit",
            resize: str = "stretch", resize_size: Optional[int] = None, source: str = "",
-           layouts: Optional[dict[str, str]] = None, opset: int = 18, verify: bool = True) -> ArtifactInfo:
+           layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = (),
+           precision: str = "float32", opset: int = 18, verify: bool = True) -> ArtifactInfo:
     """Write ``model`` as an explain-graph to ``path`` and return the metadata stored in it.
 
     target_layers: module names (``"layer4"``, ``"features.29"``); default: the last module
@@ -47,7 +51,11 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     ``plain_input_gradient`` adds ``plain_input_gradients``. ``score`` picks the
     differentiated score: the pre-softmax ``"logit"`` or the ``"softmax"`` probability.
     ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or ``"tokens"`` (a ViT
-    sequence with a class token); detected when not given, NCHW otherwise.
+    sequence with a class token); detected when not given, NCHW otherwise. ``maps`` names
+    methods (see ``onnxcam.export.maps.IN_GRAPH_METHODS``) whose maps the graph computes
+    itself, so the runtime can fetch [N, K, H, W] maps instead of gradients. ``precision``
+    ``"float16"`` writes fp16 weights, input and outputs (for GPUs; the class scores are
+    differentiated in float32); the export check then compares with the float32 model.
     """
     model = model.eval()
     frozen = {p: p.requires_grad for p in model.parameters()}
@@ -58,6 +66,13 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
         probe = torch.randn(2, 3, h, w)
         layers = list(target_layers) if target_layers else [default_layer(model, probe)]
         require_layers(model, layers)
+        unknown = [m for m in maps if m not in IN_GRAPH_METHODS]
+        if unknown:
+            raise OnnxcamError(f"maps: {', '.join(unknown)} cannot be computed in the graph "
+                               f"(choose from {', '.join(IN_GRAPH_METHODS)})")
+        maps = list(dict.fromkeys(maps))
+        if precision not in _DTYPES:
+            raise OnnxcamError(f"precision: expected one of {', '.join(_DTYPES)}, got {precision!r}")
         with torch.no_grad():
             logits = model(probe)
         if logits.dim() != 2:
@@ -66,21 +81,33 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
         if labels is not None and len(labels) != num_classes:
             raise OnnxcamError(f"labels: {len(labels)} names for a model with {num_classes} classes")
         layouts = _layouts(model, layers, probe, layouts or {})
-        wrapper = ExplainWrapper(model, layers, score=score, guided=guided,
-                                 plain_input_gradient=plain_input_gradient,
-                                 calls=count_calls(model, layers, probe), layouts=layouts)
+        calls = count_calls(model, layers, probe)
+
+        def wrap(module: nn.Module) -> ExplainWrapper:
+            return ExplainWrapper(module, layers, score=score, guided=guided,
+                                  plain_input_gradient=plain_input_gradient, calls=calls,
+                                  layouts=layouts, maps=maps)
+
+        wrapper = wrap(model if precision == "float32" else copy.deepcopy(model).to(_DTYPES[precision]))
         info = ArtifactInfo(
             layers=layers, input_size=(h, w), mean=[float(v) for v in mean], std=[float(v) for v in std],
             num_classes=num_classes, labels=list(labels) if labels is not None else None,
             resize=resize, resize_size=resize_size, source=source, score=score, guided=guided,
             plain_input_gradient=plain_input_gradient, cam_layer=cam_layer(model, layers, probe),
             layouts={name: kind for name, kind in layouts.items() if kind != "nchw"},
+            maps=maps, precision=precision,
         )
         first = first_layer(model, layers, probe)
         onnx_model = _to_onnx(wrapper, info, first, opset)
         _write(onnx_model, info, Path(path))
         if verify:
-            _verify(wrapper, Path(path), info, spatial_shape(first[1], layouts[first[0]]))
+            reference = wrapper if precision == "float32" else wrap(model)
+            reference.repeat_input = wrapper.repeat_input
+            try:
+                _verify(reference, Path(path), info, spatial_shape(first[1], layouts[first[0]]))
+            except OnnxcamError:
+                Path(path).unlink(missing_ok=True)  # never leave a file that failed its check
+                raise
         return info
     finally:
         for p, flag in frozen.items():
@@ -110,6 +137,7 @@ def output_names(info: ArtifactInfo) -> list[str]:
         names.append(artifact.PLAIN_INPUT_GRADIENTS)
     if info.guided:
         names.append(artifact.INPUT_GRADIENTS)
+    names += [artifact.map_name(method) for method in info.maps]
     if info.layer_input:
         names.append(artifact.LAYER_LOGITS)
     return names
@@ -120,12 +148,12 @@ def _inputs(info: ArtifactInfo, n: int, k: int, layer_shape: tuple[int, ...], m:
     """Example graph inputs: ``input``, ``targets`` (ranks, or explicit classes) and, when
     the file has it, ``layer_input``."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn((n, 3) + tuple(info.input_size), generator=generator)
+    x = torch.randn((n, 3) + tuple(info.input_size), generator=generator).to(_DTYPES[info.precision])
     column = torch.arange(k, dtype=torch.int64)
     targets = (-(column % 2 + 1) if ranked else column % info.num_classes).repeat(n, 1)
     if not info.layer_input:
         return x, targets
-    return x, targets, torch.randn((m,) + tuple(layer_shape[1:]), generator=generator)
+    return x, targets, torch.randn((m,) + tuple(layer_shape[1:]), generator=generator).to(x.dtype)
 
 
 def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, ...]):
@@ -228,9 +256,16 @@ def _verify(wrapper: ExplainWrapper, path: Path, info: ArtifactInfo, layer_shape
 
     args = _inputs(info, 2, 2, layer_shape, 3, ranked=False)  # ranks are ambiguous on tied logits
     names = [artifact.INPUT, artifact.TARGETS, artifact.LAYER_INPUT]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {name: a.numpy() for name, a in zip(names, args)})
-    expected = [t.detach().numpy() for t in wrapper(*args)]
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the error is reported below, once
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {name: a.numpy() for name, a in zip(names, args)})
+    except Exception as exc:  # onnxruntime's own exception types
+        raise OnnxcamError(f"export check failed: onnxruntime cannot run the graph on the CPU "
+                           f"({_first_line(exc)}); pass verify=False to skip the check") from exc
+    expected = [t.detach().float().numpy() if t.is_floating_point() else t.numpy()
+                for t in wrapper(*(a.float() if a.is_floating_point() else a for a in args))]
     for name, a, b in zip(output_names(info), got, expected):
         if name == artifact.INPUT_GRADIENTS:
             continue

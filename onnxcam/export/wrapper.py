@@ -1,7 +1,7 @@
 """The explain wrapper: one forward that returns logits, activations and their gradients."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -9,6 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from onnxcam.export.decompositions import ContiguousAdaptivePool, guided_relu
 from onnxcam.export.layouts import from_spatial, to_spatial
+from onnxcam.export.maps import in_graph_map
 
 
 class ExplainWrapper(nn.Module):
@@ -23,10 +24,11 @@ class ExplainWrapper(nn.Module):
     def __init__(self, model: nn.Module, layers: list[str], score: str = "logit",
                  guided: bool = False, plain_input_gradient: bool = False,
                  calls: Optional[dict[str, int]] = None, repeat_input: bool = False,
-                 layouts: Optional[dict[str, str]] = None):
+                 layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = ()):
         super().__init__()
         if score not in ("logit", "softmax"):
             raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
+        self.maps = list(maps)  # methods of onnxcam.export.maps computed in the graph
         self.model = model
         self.layers = list(layers)
         self.score = score
@@ -46,7 +48,8 @@ class ExplainWrapper(nn.Module):
     def forward(self, x: torch.Tensor, targets: torch.Tensor,
                 layer_input: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
         """Outputs: logits, resolved targets, (activations, gradients) per layer, then the
-        plain and guided input gradients when asked for, then ``layer_logits`` when
+        plain and guided input gradients when asked for, then the in-graph maps
+        [N, K, H, W] (unnormalized, at input resolution), then ``layer_logits`` when
         ``layer_input`` is given: its M rows are fed through the layers after the first
         target layer, appended to the batch there (so M = 0 costs nothing)."""
         n, k = targets.shape
@@ -100,15 +103,18 @@ class ExplainWrapper(nn.Module):
                 logits_rep = logits_all[:rows]
                 logits = per_image(logits_rep)
                 resolved = resolve_targets(logits, targets)
-                scores = logits_rep if self.score == "logit" else torch.softmax(logits_rep, dim=1)
+                # the score in float32 whatever the model's dtype (fp16 has no scatter-add on CPU)
+                scores = logits_rep.float()
+                scores = scores if self.score == "logit" else torch.softmax(scores, dim=1)
                 selected = scores.gather(1, resolved.reshape(-1, 1)).sum()
                 needs_input_gradient = self.guided or self.plain_input_gradient
                 grads = torch.autograd.grad(selected, [captured[name] for name in self.layers],
                                             retain_graph=needs_input_gradient)
                 outputs = [logits, resolved]
-                for name, grad in zip(self.layers, grads):
-                    outputs.append(activations[name])
-                    outputs.append(grad[:rows].reshape((n, k) + tuple(grad.shape[1:])))
+                pairs = [(activations[name], grad[:rows].reshape((n, k) + tuple(grad.shape[1:])))
+                         for name, grad in zip(self.layers, grads)]
+                for pair in pairs:
+                    outputs.extend(pair)
                 if self.plain_input_gradient:
                     (plain,) = torch.autograd.grad(selected, [x], retain_graph=self.guided)
                     outputs.append(plain.reshape((n, k) + tuple(x.shape[1:])))
@@ -116,6 +122,8 @@ class ExplainWrapper(nn.Module):
                     with guided_relu():
                         (guided,) = torch.autograd.grad(selected, [x])
                     outputs.append(guided.reshape((n, k) + tuple(x.shape[1:])))
+                size = (x.shape[-2], x.shape[-1])
+                outputs += [in_graph_map(method, pairs, size) for method in self.maps]
                 if layer_input is not None:
                     outputs.append(logits_all[rows:])
         finally:

@@ -1,0 +1,99 @@
+"""CAM maps computed inside the explain-graph, so a session can return final maps instead of
+[N, K, C, h, w] gradients (what matters on a GPU, where copying gradients to the host costs
+more than the map). Each method mirrors the numpy one of the same name in onnxcam.methods;
+the runtime normalizes the returned maps exactly as it normalizes its own."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+Weights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _spatial_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.sum(dim=(-2, -1))
+
+
+def _gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return grads.mean(dim=(-2, -1))
+
+
+def _gradcam_plus_plus(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    g2 = grads * grads
+    sum_a = _spatial_sum(acts)[:, None, :, None, None]
+    alpha = g2 / (2 * g2 + sum_a * g2 * grads + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return _spatial_sum(alpha * grads.clamp(min=0))
+
+
+def _xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return _spatial_sum(grads * acts[:, None]) / (_spatial_sum(acts)[:, None] + 1e-7)
+
+
+def _hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return grads
+
+
+def _layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return grads.clamp(min=0)
+
+
+IN_GRAPH_METHODS: dict[str, Weights] = {
+    "gradcam": _gradcam, "gradcam++": _gradcam_plus_plus, "xgradcam": _xgradcam,
+    "hirescam": _hirescam, "layercam": _layercam,
+}
+
+
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """ReLU(sum_c W_c A_c) [N, K, h, w] for channel [N, K, C] or pixelwise [N, K, C, h, w] weights."""
+    if weights.dim() == 3:
+        weights = weights[..., None, None]
+    return (weights * acts[:, None]).sum(dim=2).clamp(min=0)
+
+
+def _interpolation_matrix(size_out: int, size_in: int) -> torch.Tensor:
+    """[size_out, size_in] bilinear weights with half-pixel centres, clamped at the borders
+    (cv2.INTER_LINEAR's rule). A product with it stays a small MatMul in ONNX, where
+    F.interpolate would decompose into gathers with [H, W] index constants."""
+    src = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * size_in / size_out - 0.5).clamp(min=0)
+    low = src.floor().long().clamp(max=size_in - 1)
+    high = (low + 1).clamp(max=size_in - 1)
+    frac = src - low
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    rows = torch.arange(size_out)
+    matrix[rows, low] += 1 - frac
+    matrix[rows, high] += frac
+    return matrix.float()
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [N, K, h, w] to [N, K, H, W], as cv2.INTER_LINEAR."""
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if (h, w) == tuple(size):
+        return maps
+    rows = _interpolation_matrix(int(size[0]), h).to(maps.dtype)
+    cols = _interpolation_matrix(int(size[1]), w).to(maps.dtype)
+    return rows @ maps @ cols.T
+
+
+def _normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1] per map; constant maps (span within float32 rounding) become zero."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    span = high - low
+    constant = span <= 32 * torch.finfo(torch.float32).eps * torch.maximum(low.abs(), high.abs())
+    scaled = (maps - low) / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, torch.zeros_like(scaled), scaled).clamp(0, 1)
+
+
+def in_graph_map(method: str, layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 size: tuple[int, int]) -> torch.Tensor:
+    """Raw map [N, K, H, W] at input resolution from (activations [N, C, h, w], gradients
+    [N, K, C, h, w]) per layer; several layers are normalized each at its own resolution,
+    resized and averaged, as onnxcam.methods.fuse_layers does."""
+    weights = IN_GRAPH_METHODS[method]
+    maps = [_weighted_sum(weights(a, g), a) for a, g in layers]
+    if len(maps) == 1:
+        return _resize(maps[0], size)
+    return torch.stack([_resize(_normalize(m), size) for m in maps]).mean(dim=0)
