@@ -86,7 +86,8 @@ def _explain(args: argparse.Namespace) -> int:
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
-    explainer = Explainer(args.model, _providers(args.providers), args.threads)
+    explainer = Explainer(args.model, _providers(args.providers), args.threads,
+                          spinning=not args.no_spinning, cache=args.cache)
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -183,6 +184,10 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                               "and integrated-gradients (default 32)")
     explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
     explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
+    explain.add_argument("--no-spinning", action="store_true",
+                         help="waiting onnxruntime threads sleep instead of busy-waiting")
+    explain.add_argument("--cache", action="store_true",
+                         help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
     explain.set_defaults(run=_explain)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")

@@ -94,9 +94,11 @@ class Explainer:
     """An explain-graph loaded with onnxruntime, ready to explain images."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False):
+        """``providers``: onnxruntime providers (default CUDA when available, else CPU);
+        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`."""
         self.path = Path(path)
-        self.session, self.info = open_session(self.path, providers, threads)
+        self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
 
     @property

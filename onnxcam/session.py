@@ -1,7 +1,9 @@
 """Opening an explain-graph with onnxruntime and reading its metadata."""
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,6 +17,7 @@ from onnxcam.errors import OnnxcamError, first_line
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+ALLOW_SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
 def _canonical(name: str, available: Sequence[str]) -> str:
@@ -64,21 +67,77 @@ def read_info(path: Path, session: ort.InferenceSession) -> ArtifactInfo:
     return info
 
 
-def open_session(path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None) -> tuple[ort.InferenceSession, ArtifactInfo]:
-    """Load an explain-graph; raise OnnxcamError for a missing, invalid or non-onnxcam file."""
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxcamError(f"{path}: no such model file")
+def _environment_key(providers: Sequence[str]) -> str:
+    """What an optimized graph depends on: onnxruntime's version, the providers and the CPU
+    (the NCHWc layout onnxruntime picks depends on its vector width)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    text = "|".join([ort.__version__, *providers, platform.machine(), flags])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def cached_graph_path(path: Path, providers: Sequence[str]) -> Path:
+    """Where ``cache=True`` keeps the optimized graph of ``path``: a hidden file beside it,
+    named for the environment it was optimized in."""
+    return path.with_name(f".{path.stem}.optimized-{_environment_key(providers)}.onnx")
+
+
+def session_options(threads: Optional[int] = None, spinning: bool = True) -> ort.SessionOptions:
+    """Full graph optimization; ``threads`` intra-op threads; ``spinning=False`` makes waiting
+    threads sleep instead of busy-wait (for a server sharing its cores, or several sessions)."""
     if threads is not None and threads < 1:
         raise OnnxcamError(f"threads: must be at least 1, got {threads}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        for key in ALLOW_SPINNING:
+            options.add_session_config_entry(key, "0")
+    return options
+
+
+def _create(path: Path, options: ort.SessionOptions, providers: list[str], cache: bool) -> ort.InferenceSession:
+    """A session of ``path``; with ``cache``, from the optimized graph saved beside it by an
+    earlier call in the same environment (saved now if missing or older than ``path``)."""
+    if not cache:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    cached = cached_graph_path(path, providers)
+    if cached.is_file() and cached.stat().st_mtime >= path.stat().st_mtime:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    options.optimized_model_filepath = str(partial)
+    options.log_severity_level = 3  # not the warning that the saved graph is hardware-specific
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        os.replace(partial, cached)
+    except OSError:  # an unwritable folder: run without the cache
+        partial.unlink(missing_ok=True)
+        options.optimized_model_filepath = ""
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return session
+
+
+def open_session(path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None, spinning: bool = True,
+                 cache: bool = False) -> tuple[ort.InferenceSession, ArtifactInfo]:
+    """Load an explain-graph; raise OnnxcamError for a missing, invalid or non-onnxcam file.
+
+    ``cache=True`` keeps onnxruntime's optimized graph beside the file (see
+    ``cached_graph_path``), so later sessions in the same environment skip the optimization:
+    they start several times faster and compute the same outputs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxcamError(f"{path}: no such model file")
+    options = session_options(threads, spinning)
     chosen = select_providers(providers)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        session = _create(path, options, chosen, cache)
     except Exception as error:  # onnxruntime raises its own exception types for unloadable files
         raise OnnxcamError(f"{path}: not a valid ONNX model: {first_line(error)}") from None
     return session, read_info(path, session)

@@ -74,3 +74,25 @@ def test_export_lists_layers():
     assert proc.returncode == 0, proc.stderr
     rows = dict(line.split("\t") for line in proc.stdout.strip().splitlines())
     assert rows["layer4"] == "[512, 2, 2]" and rows["layer3"] == "[256, 4, 4]"
+
+
+def test_export_timm_by_name(tmp_path):
+    """`timm/NAME` takes timm's preprocessing and last feature stage; the default file name
+    stays in the working folder."""
+    proc = onnxcam("export", "timm/resnet18", "--weights", "none", "--input-size", "64", "64", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["layers"] == ["layer4"]
+    info = onnxcam("info", str(tmp_path / "timm_resnet18.onnx"))
+    assert info.returncode == 0, info.stderr
+    meta = json.loads(info.stdout)
+    assert meta["source"] == "timm:resnet18" and meta["labels"][0] == "tench"
+    assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    listed = onnxcam("export", "--list").stdout.splitlines()
+    assert "timm/resnet18" in listed and "resnet50" in listed
+
+
+def test_export_timm_errors(tmp_path):
+    one_line_error(onnxcam("export", "timm/no_such_net", "--weights", "none"), "timm/no_such_net", "no_such_net")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}  # offline, nothing cached
+    proc = onnxcam("export", "timm/resnet18", "-o", str(tmp_path / "t.onnx"), env=env)
+    one_line_error(proc, "--weights default", "resnet18", ".pth", "--weights none")

@@ -1,6 +1,8 @@
 """Models the exporter cannot handle fail at export time, naming what went wrong."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -42,3 +44,12 @@ def test_classifier_output_must_be_logits(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
     with pytest.raises(OnnxcamError, match="expected \\[N, classes\\]"):
         export(model, tmp_path / "s.onnx", ["0"], input_size=(8, 8))
+
+
+def test_timm_name_without_timm_names_the_extra(monkeypatch):
+    from onnxcam import models
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
+    with pytest.raises(OnnxcamError, match=r"pip install 'onnxcam\[timm\]'"):
+        models.recipe("timm/resnet18")
+    assert not any(name.startswith("timm/") for name in models.list_models())

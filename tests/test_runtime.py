@@ -24,7 +24,7 @@ from onnxcam.methods import CAMMethod, GradCAM, normalize_maps
 from onnxcam.overlay import save_png
 from onnxcam.progress import Progress
 from onnxcam.registry import get_method
-from onnxcam.session import open_session, select_providers
+from onnxcam.session import ALLOW_SPINNING, cached_graph_path, open_session, select_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -359,6 +359,42 @@ def test_open_session_errors(tmp_path):
 def test_open_session_with_threads(model):
     session, info = open_session(model.path, threads=1)
     assert info.layers == ["feat"] and session.get_providers() == [CPU]
+    with pytest.raises(OnnxcamError, match="threads: must be at least 1, got 0"):
+        open_session(model.path, threads=0)
+
+
+def test_open_session_spinning_option(model):
+    for spinning in (True, False):
+        options = open_session(model.path, spinning=spinning)[0].get_session_options()
+        for key in ALLOW_SPINNING:
+            try:
+                value = options.get_session_config_entry(key)
+            except RuntimeError:  # unset: onnxruntime's default, spinning
+                value = "1"
+            assert value == ("1" if spinning else "0")
+
+
+def test_optimized_graph_cache(tmp_path):
+    """The cache is written beside the file, gives the same outputs, is what later sessions
+    load (a planted graph shows through), and is rebuilt once the model file is newer."""
+    path = make_explain_graph(tmp_path / "m.onnx").path
+    x = np.random.default_rng(0).standard_normal((2, 3, 24, 32)).astype(np.float32)
+    plain = Explainer(path).explain(x, normalized=True)
+    cached = cached_graph_path(path, [CPU])
+    assert not cached.exists()
+    first = Explainer(path, cache=True).explain(x, normalized=True)
+    assert cached.is_file() and cached.parent == path.parent and not list(tmp_path.glob("*.partial"))
+    again = Explainer(path, cache=True).explain(x, normalized=True)
+    for result in (first, again):
+        np.testing.assert_array_equal(result.logits, plain.logits)
+        np.testing.assert_array_equal(result.raw_maps, plain.raw_maps)
+    make_explain_graph(tmp_path / "planted.onnx", num_classes=7)
+    os.replace(tmp_path / "planted.onnx", cached)
+    os.utime(cached, (path.stat().st_mtime + 10,) * 2)
+    assert open_session(path, cache=True)[1].num_classes == 7  # read from the cache
+    os.utime(path, (path.stat().st_mtime + 20,) * 2)  # the model changed since
+    assert open_session(path, cache=True)[1].num_classes == 5
+    assert open_session(cached)[1].num_classes == 5  # the cache was rebuilt
 
 
 # ---------------------------------------------------------------- overlay, inputs, progress
@@ -517,3 +553,14 @@ def test_export_import_problems():
     assert _export_problem(ModuleNotFoundError("No module named 'torch'", name="torch")) == \
         "export needs PyTorch: pip install 'onnxcam[export]'"
     assert _export_problem(ModuleNotFoundError("x", name="torch.onnx")).startswith("export needs PyTorch")
+
+
+def test_cli_cache_and_spinning_flags(tmp_path):
+    path = make_explain_graph(tmp_path / "m.onnx").path
+    cv2.imwrite(str(tmp_path / "a.png"), random_rgb(30, 40))
+    for _ in range(2):  # writes the cache, then starts from it
+        proc = run_cli("explain", path, tmp_path / "a.png", "--cache", "--no-spinning",
+                       "-o", tmp_path / "out", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.splitlines()[0])["overlays"]
+        assert cached_graph_path(path, [CPU]).is_file()

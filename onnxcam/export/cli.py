@@ -69,7 +69,7 @@ def run_export(args: argparse.Namespace) -> int:
         return 0
     from onnxcam.export import export
 
-    output = Path(args.output or f"{args.model.replace(':', '_')}.onnx")
+    output = Path(args.output or f"{args.model.replace(':', '_').replace('/', '_')}.onnx")
     labels = _read_labels(args.labels) if args.labels else recipe.labels()
     layers = args.layer_names or recipe.layers
     started = time.perf_counter()

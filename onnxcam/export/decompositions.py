@@ -165,6 +165,13 @@ def hardtanh_backward(grad_output, self, min_val, max_val):
     return grad_output * ((self > min_val) & (self < max_val)).to(grad_output.dtype)
 
 
+def copy(self, src, non_blocking=False):
+    """Functional copy as an explicit broadcast of ``src`` to ``self``'s shape: torch.onnx
+    otherwise passes a scalar ``src`` on unbroadcast into the slice_scatter of an in-place
+    slice assignment (Swin's ``attn_mask[a:b, c:d] = count``), a graph onnxruntime rejects."""
+    return src.to(dtype=self.dtype, device=self.device).expand(self.shape).clone()
+
+
 def explain_decompositions() -> dict:
     """Core ATen decompositions plus the backward rewrites above."""
     table = dict(torch._decomp.core_aten_decompositions())
@@ -175,5 +182,6 @@ def explain_decompositions() -> dict:
         aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,
         aten.threshold_backward.default: threshold_backward,
         aten.hardtanh_backward.default: hardtanh_backward,
+        aten.copy.default: copy,
     })
     return table

@@ -16,6 +16,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from onnxcam import artifact
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
+from onnxcam.quiet import quiet_loggers
 from onnxcam.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam.export.decompositions import explain_decompositions
 from onnxcam.export.layouts import detect_layout, require_layout, spatial_shape
@@ -170,7 +171,7 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
                         tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
         return graph, args
 
-    with _quiet_loggers():
+    with quiet_loggers(_EXPORT_LOGGERS):
         try:
             graph, args = trace()
         except OnnxcamError:
@@ -197,7 +198,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     batch, k, m = torch.export.Dim("N"), torch.export.Dim("K"), torch.export.Dim("M")
     names = [artifact.INPUT, artifact.TARGETS, artifact.LAYER_INPUT][:len(args)]
     dynamic = ({0: batch}, {0: batch, 1: k}, {0: m})[:len(args)]
-    with warnings.catch_warnings(), _quiet_loggers():
+    with warnings.catch_warnings(), quiet_loggers(_EXPORT_LOGGERS):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -222,19 +223,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _quiet_loggers:
-    """Silence torch.onnx's progress chatter while exporting."""
-
-    names = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo", "torch.fx", "torch._subclasses", "torch._subclasses.fake_tensor")
-
-    def __enter__(self):
-        self.levels = {n: logging.getLogger(n).level for n in self.names}
-        for n in self.names:
-            logging.getLogger(n).setLevel(logging.CRITICAL)
-
-    def __exit__(self, *exc):
-        for n, level in self.levels.items():
-            logging.getLogger(n).setLevel(level)
+# torch.onnx's progress chatter, silenced while exporting
+_EXPORT_LOGGERS = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo", "torch.fx",
+                   "torch._subclasses", "torch._subclasses.fake_tensor")
 
 
 def _write(onnx_model, info: ArtifactInfo, path: Path) -> None:

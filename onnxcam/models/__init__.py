@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from onnxcam.errors import OnnxcamError
+from onnxcam.quiet import quiet_loggers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -128,19 +129,75 @@ def _efficientnet_lite0() -> Recipe:
 
 
 _EXTRA = {"efficientnet_lite0": _efficientnet_lite0}
+TIMM_PREFIX = "timm/"
+
+
+def _timm():
+    """The timm package, or a one-line error naming the extra that installs it."""
+    try:
+        import timm
+    except ImportError:
+        raise OnnxcamError("timm models need timm: pip install 'onnxcam[timm]'") from None
+    return timm
+
+
+def _timm_recipe(spec: str) -> Recipe:
+    """A timm architecture by name: its pretrained config gives the preprocessing, its
+    ``feature_info`` the last feature stage (a ViT: that block's first LayerNorm, as for
+    torchvision's ViT), its ``output_fmt`` whether the stage is channels-last."""
+    timm = _timm()
+    name = spec[len(TIMM_PREFIX):]
+    if not timm.models.is_model(name):
+        raise OnnxcamError(f"model {spec!r}: timm has no architecture {name!r} (see timm.list_models())")
+    probe = timm.create_model(name, pretrained=False)
+    config = timm.data.resolve_data_config({}, model=probe)
+    layer = probe.feature_info[-1]["module"] if getattr(probe, "feature_info", None) else None
+    layout = "nhwc" if getattr(probe, "output_fmt", "NCHW") == "NHWC" else None
+    if getattr(probe, "cls_token", None) is not None and layer:
+        layer, layout = f"{layer}.norm1", "tokens"
+    size = tuple(int(v) for v in config["input_size"][1:])
+
+    def build(weights: str):
+        if weights == "default":
+            try:
+                with quiet_loggers(["huggingface_hub"]):  # one retry line per attempt otherwise
+                    return timm.create_model(name, pretrained=True)
+            except Exception as exc:  # hub and network errors come in many types
+                raise OnnxcamError(
+                    f"--weights default: cannot fetch timm's pretrained weights for {name} "
+                    f"({exc.__class__.__name__}); pass a local .pth file or --weights none") from exc
+        model = timm.create_model(name, pretrained=False)
+        return model if weights == "none" else _load_state(model, weights)
+
+    def labels() -> Optional[list[str]]:
+        if probe.num_classes != 1000:
+            return None
+        return [text.split(",")[0] for text in timm.data.ImageNetInfo().label_descriptions()]
+
+    return Recipe(name=spec, build=build, layers=[layer] if layer else None, input_size=size,
+                  mean=tuple(config["mean"]), std=tuple(config["std"]),
+                  resize_size=int(size[0] / config["crop_pct"]), labels=labels,
+                  source=f"timm:{name}", layout=layout)
 
 
 def list_models() -> list[str]:
-    """Every name ``recipe`` accepts."""
+    """Every name ``recipe`` accepts (timm's as ``timm/NAME`` when timm is installed)."""
     import torchvision
 
-    return sorted(set(torchvision.models.list_models(module=torchvision.models)) | set(_EXTRA))
+    names = sorted(set(torchvision.models.list_models(module=torchvision.models)) | set(_EXTRA))
+    try:
+        import timm
+    except ImportError:
+        return names
+    return names + [TIMM_PREFIX + name for name in timm.list_models()]
 
 
 def recipe(spec: str) -> Recipe:
-    """Recipe for a zoo name, a torchvision classifier name, or ``module:factory``."""
+    """Recipe for a zoo name, a torchvision classifier name, ``timm/NAME`` or ``module:factory``."""
     if spec in _EXTRA:
         return _EXTRA[spec]()
+    if spec.startswith(TIMM_PREFIX):
+        return _timm_recipe(spec)
     if ":" in spec:
         return _factory_recipe(spec)
     import torchvision
