@@ -36,7 +36,7 @@ FAMILIES = [
     pytest.param("regnet_y_400mf", 64, "trunk_output.block3", marks=slow),
     pytest.param("mnasnet0_5", 64, "layers.10", marks=slow),
     pytest.param("googlenet", 64, "inception4e", marks=slow),
-    pytest.param("inception_v3", 160, "Mixed_7b", marks=slow),
+    pytest.param("inception_v3", 96, "Mixed_7b", marks=slow),
     pytest.param("alexnet", 128, "features.7", marks=slow),
     pytest.param("vit_b_16", 32, "encoder.layers.encoder_layer_9.ln_1", marks=slow),
     pytest.param("swin_t", 64, "features.5", marks=slow),
@@ -128,5 +128,8 @@ def test_family(name, size, inner, tmp_path):
         if layer == inner:
             assert relative_error(got, grads) <= 1e-3
         else:
-            maps, _ = normalize_maps(resize_maps(GradCAM()([(out["activations/" + layer], got)]), (size, size)))
-            assert np.abs(maps - gradcam_reference(acts, grads, (size, size))).max() <= 1e-3
+            maps, zero = normalize_maps(resize_maps(GradCAM()([(out["activations/" + layer], got)]), (size, size)))
+            if acts.shape[-2:] == (1, 1):  # inception_v3 at 96 px: a constant map, shown as none
+                assert zero.all() and not maps.any()
+            else:
+                assert np.abs(maps - gradcam_reference(acts, grads, (size, size))).max() <= 1e-3

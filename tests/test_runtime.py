@@ -337,6 +337,35 @@ def test_select_providers():
     assert CPU in select_providers(None)
 
 
+def test_io_binding_path_matches_plain_runs(model):
+    """The CUDA path (IO binding) exercised on the CPU gives the plain run's outputs; it is
+    chosen by default exactly when CUDA is the session's first provider."""
+    from onnxcam.runner import GraphRunner
+
+    session, info = open_session(model.path)
+    x = np.random.default_rng(3).standard_normal((2, 3, 24, 32)).astype(np.float32)
+    targets = np.array([[-1, 2], [0, -2]])
+    fetch = ["logits", "target_indices", "gradients/feat"]
+    plain = GraphRunner(session, info, model.path)
+    bound = GraphRunner(session, info, model.path, io_binding=True)
+    assert not plain.io_binding and bound.device == "cpu"
+    for a, b in zip(plain.run(fetch, x, targets), bound.run(fetch, x, targets)):
+        np.testing.assert_array_equal(a, b)
+
+    class CudaSession:  # what a session on onnxruntime-gpu reports
+        def get_providers(self):
+            return [CUDA, CPU]
+
+        def get_inputs(self):
+            return session.get_inputs()
+
+        def get_outputs(self):
+            return session.get_outputs()
+
+    on_gpu = GraphRunner(CudaSession(), info, model.path)
+    assert on_gpu.io_binding and on_gpu.device == "cuda"
+
+
 def test_open_session_errors(tmp_path):
     make_plain_model(tmp_path / "plain.onnx")
     (tmp_path / "junk.onnx").write_text("hello")
