@@ -52,4 +52,5 @@ def test_quick_run(tmp_path):
     assert all(row["value"] > 0 for row in report["ratios"])
     assert report["export"]["size_ratio"]["explain"] < 1.05  # weights are not duplicated
     assert report["import"]["torch_after_import"] is False
+    assert all(t["fresh_s"] > 0 and t["cached_s"] > 0 for t in report["session_start"].values())
     assert "| onnxcam gradcam |" in done.stdout

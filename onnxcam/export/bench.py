@@ -5,7 +5,7 @@ explain-graph and a guided explain-graph), saves the weights and one input batch
 every contender at every batch size in a fresh subprocess (``python -m onnxcam.export.bench JOB
 RESULT``), so onnxruntime's threads never compete with torch's and each peak RSS is the
 contender's own. By default no thread busy-waits (OMP_WAIT_POLICY=PASSIVE for torch,
-``session.intra_op.allow_spinning=0`` for every onnxruntime session): on a shared machine
+``spinning=False`` for every onnxruntime session): on a shared machine
 spinning threads steal each other's CPU, torch's several times over; ``--spinning`` keeps
 both libraries' defaults. Torch is imported only by the functions that need it.
 """
@@ -40,7 +40,6 @@ MB = 1e6
 FULL = {"model": "resnet50", "size": 224, "batches": [1, 8], "repeats": 10, "warmup": 2, "budget": 20.0}
 QUICK = {"model": "resnet18", "size": 112, "batches": [1, 2], "repeats": 3, "warmup": 1, "budget": 2.0}
 MIN_REPEATS = 3
-ALLOW_SPINNING = "session.intra_op.allow_spinning"
 BUSY = 0.1  # cores other processes keep busy on average above which a run is called shared
 IMPORT_RUNS = 5
 
@@ -74,41 +73,14 @@ def _batch(job: Job) -> np.ndarray:
     return np.ascontiguousarray(np.load(job.files["input"])[:job.batch])
 
 
-def _onnxruntime(job: Job):
-    """onnxruntime; unless ``job.spinning``, every session this process opens from now on
-    waits without spinning (onnxcam opens its own, so SessionOptions itself is replaced)."""
-    import onnxruntime as ort
-
-    if not job.spinning:
-        class QuietOptions(ort.SessionOptions):
-            def __init__(self):
-                super().__init__()
-                self.add_session_config_entry(ALLOW_SPINNING, "0")
-
-        ort.SessionOptions = QuietOptions
-    return ort
-
-
-def _check_spinning(session, job: Job) -> None:
-    """Refuse to time a session that waits otherwise than the job says."""
-    try:
-        spinning = session.get_session_options().get_session_config_entry(ALLOW_SPINNING) != "0"
-    except RuntimeError:  # not set: onnxruntime's default, spinning
-        spinning = True
-    if spinning != job.spinning:
-        raise RuntimeError(f"{job.contender}: its onnxruntime session has {ALLOW_SPINNING}="
-                           f"{int(spinning)}, expected {int(job.spinning)}")
-
-
 def _plain(job: Job) -> Runner:
     """onnxruntime inference of the model exported without explain outputs, with the session
     options onnxcam's own sessions use."""
-    ort = _onnxruntime(job)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = job.threads
-    session = ort.InferenceSession(job.files["plain"], options, providers=CPU)
-    _check_spinning(session, job)
+    import onnxruntime as ort
+
+    from onnxcam.session import session_options
+
+    session = ort.InferenceSession(job.files["plain"], session_options(job.threads, job.spinning), providers=CPU)
     feed = {session.get_inputs()[0].name: _batch(job)}
     return lambda: session.run(None, feed)
 
@@ -116,11 +88,9 @@ def _plain(job: Job) -> Runner:
 def _onnxcam(method: str, graph: str, job: Job) -> Runner:
     """onnxcam end to end: normalized batch in, final maps at input resolution out. A first
     call (an extra warm-up) finds out whether this onnxcam has the method."""
-    _onnxruntime(job)
     from onnxcam.explainer import Explainer
 
-    explainer = Explainer(job.files[graph], providers=CPU, threads=job.threads)
-    _check_spinning(explainer.session, job)
+    explainer = Explainer(job.files[graph], providers=CPU, threads=job.threads, spinning=job.spinning)
     x = _batch(job)
 
     def run():
@@ -298,6 +268,21 @@ def import_time(runs: int = IMPORT_RUNS) -> dict:
             "explainer_s": statistics.median(s[1] for s in samples),
             "runs": runs, "torch_after_import": any(s[2] for s in samples),
             "torch_after_explainer_import": any(s[3] for s in samples)}
+
+
+def session_start(files: dict[str, str], runs: int = 3) -> dict:
+    """Median seconds to open each explain-graph: optimized at load, and from the optimized
+    graph ``cache=True`` saves beside it (the first cached open writes it, untimed)."""
+    from onnxcam.session import open_session
+
+    def median(path: str, cache: bool) -> float:
+        return statistics.median(_timed(lambda: open_session(path, CPU, cache=cache)) for _ in range(runs))
+
+    report = {}
+    for name in ("explain", "guided"):
+        open_session(files[name], CPU, cache=True)
+        report[name] = {"fresh_s": median(files[name], False), "cached_s": median(files[name], True)}
+    return report
 
 
 def _export_plain(model, x, path: Path) -> None:
@@ -515,6 +500,9 @@ def summary(report: dict) -> list[str]:
         f"plain torch.onnx export {seconds['plain']:.1f} s",
         f"- file size: plain {size['plain']:.1f} MB, explain-graph {size['explain']:.1f} MB "
         f"({ratio['explain']:.3f}×), guided {size['guided']:.1f} MB ({ratio['guided']:.3f}×)",
+        "- session start (median of 3), optimized at load → from the `cache=True` graph: "
+        + "; ".join(f"{name} {1e3 * t['fresh_s']:.0f} → {1e3 * t['cached_s']:.0f} ms"
+                    for name, t in report["session_start"].items()),
         f"- `import onnxcam`: {1e3 * imports['onnxcam_s']:.0f} ms; with `onnxcam.explainer` "
         f"(onnxruntime, OpenCV) {1e3 * imports['explainer_s']:.0f} ms (median of {imports['runs']} "
         f"fresh interpreters); torch in sys.modules: {'yes' if imports['torch_after_import'] else 'no'}",
@@ -523,7 +511,7 @@ def summary(report: dict) -> list[str]:
         _contention_line(report["results"]),
         f"- {config['threads']} intra-op threads everywhere; waiting threads "
         + (f"spin (library defaults, OMP_WAIT_POLICY {config['omp_wait_policy']})" if config["spinning"]
-           else f"sleep (OMP_WAIT_POLICY={config['omp_wait_policy']}, {ALLOW_SPINNING}=0)")
+           else f"sleep (OMP_WAIT_POLICY={config['omp_wait_policy']}, onnxruntime allow_spinning=0)")
         + f"; each contender and batch size in a fresh process, {repeats}",
         f"- command: `{report['command']}`",
     ]
@@ -601,6 +589,7 @@ def run_bench(args: argparse.Namespace) -> int:
     report["import"] = import_time(3 if config["quick"] else IMPORT_RUNS)
     with _folder(args.workdir) as folder:
         files, report["export"] = prepare(config, folder)
+        report["session_start"] = session_start(files)
         report["results"] = run_all(config, files, folder)
     report["ratios"] = ratios(report["results"], config["batches"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

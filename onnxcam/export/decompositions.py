@@ -12,11 +12,15 @@ from typing import Iterator, Sequence
 
 import torch
 import torch._decomp
+import torch._decomp.decompositions as core_decompositions
 import torch.nn.functional as F
 
 aten = torch.ops.aten
 
 _guided = False
+_pooling = False  # inside max_pool2d_with_indices, which records the op itself
+# attribute of an eval-mode batch norm's input gradient: (its grad_output, its per-channel scale)
+_BATCH_NORM_SCALE = "_onnxcam_batch_norm_scale"
 
 
 @contextlib.contextmanager
@@ -50,6 +54,10 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
         return None, None, None
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     kernel = [int(k) for k in weight.shape[2:]]
+    folded = getattr(grad_output, _BATCH_NORM_SCALE, None)
+    if folded is not None:  # fold the batch norm's per-channel scale into the kernels
+        grad_output, scale = folded
+        weight = weight * scale.reshape(-1, 1, 1, 1).to(weight.dtype)
     if stride == [1, 1] and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel)):
         return _flipped_convolution(grad_output, weight, padding, dilation, groups), None, None
     extra = [
@@ -85,6 +93,56 @@ def _crop_or_pad(full: torch.Tensor, offset: Sequence[int], size: Sequence[int])
     if need_h > 0 or need_w > 0:
         full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
     return full[:, :, offset[0]:offset[0] + h, offset[1]:offset[1] + w]
+
+
+def max_pool2d_with_indices(self, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """Max pooling whose indices (each window's first maximum, flat over H*W) are the argmax
+    over the window taps stacked along a new axis: onnxruntime's MaxPool with indices, and
+    the second one torch.onnx adds to rebase them, cost several times the pooling itself.
+    The values come from the pooling op, which becomes a plain MaxPool where nothing reads
+    the indices. A window whose maximum is -inf may point at another -inf element."""
+    global _pooling
+    if _pooling:  # the op itself, as recorded by the call below
+        return NotImplemented
+    _pooling = True
+    try:
+        values = aten.max_pool2d_with_indices.default(self, kernel_size, stride, padding, dilation, ceil_mode)[0]
+    finally:
+        _pooling = False
+    kernel, padding, dilation = _pair(kernel_size), _pair(padding), _pair(dilation)
+    stride = _pair(stride) if stride else kernel
+    h, w = (int(v) for v in self.shape[-2:])
+    out = [int(v) for v in values.shape[-2:]]
+    extent = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, stride, dilation, kernel)]
+    after = [max(e - size - p, 0) for e, size, p in zip(extent, (h, w), padding)]
+    padded = F.pad(self, (padding[1], after[1], padding[0], after[0]), value=float("-inf"))
+    spans = [[slice(t * d, t * d + (o - 1) * s + 1, s) for t in range(k)]
+             for k, s, d, o in zip(kernel, stride, dilation, out)]
+    rows = [padded[..., span, :] for span in spans[0]]
+    tap = torch.stack([row[..., span] for row in rows for span in spans[1]], -3).argmax(-3)
+    # the window's first element (it may lie in the padding) plus the tap's offset from it
+    first = ((torch.arange(out[0], device=self.device) * stride[0] - padding[0]).reshape(-1, 1) * w
+             + torch.arange(out[1], device=self.device) * stride[1] - padding[1])
+    offset = torch.div(tap, kernel[1], rounding_mode="floor") * (dilation[0] * w - dilation[1] * kernel[1]) \
+        + tap * dilation[1]
+    return values, (first + offset).clamp(0, h * w - 1)
+
+
+def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
+                               train, eps, output_mask):
+    """Eval-mode batch norm backward as a per-channel product. The result remembers its
+    factors, so that a convolution before the batch norm folds the scale into its kernels
+    and the product drops out of the graph."""
+    if train or output_mask[1] or output_mask[2]:
+        return core_decompositions.native_batch_norm_backward(grad_out, input, weight, running_mean, running_var,
+                                                              save_mean, save_invstd, train, eps, output_mask)
+    scale = torch.rsqrt(running_var.float() + eps)
+    if weight is not None:
+        scale = scale * weight.float()
+    shape = [1, -1] + [1] * (grad_out.dim() - 2)
+    grad_input = grad_out * scale.reshape(shape).to(grad_out.dtype)
+    setattr(grad_input, _BATCH_NORM_SCALE, (grad_out, scale))
+    return grad_input, None, None
 
 
 def max_pool2d_with_indices_backward(grad_output, input, kernel_size, stride, padding, dilation,
@@ -154,9 +212,10 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
 
 def threshold_backward(grad_output, self, threshold):
     """ReLU backward as a product with a 0/1 mask: onnxruntime's Mul is about ten times
-    faster than its Where on large maps. The guided rule also drops negative gradients."""
+    faster than its Where on large maps. The guided rule also drops negative gradients, with
+    a ReLU that onnxruntime fuses into the convolution before it (a clamp it would not)."""
     if _guided:
-        grad_output = grad_output.clamp(min=0)
+        grad_output = torch.relu(grad_output)
     return grad_output * (self > threshold).to(grad_output.dtype)
 
 
@@ -177,6 +236,8 @@ def explain_decompositions() -> dict:
     table = dict(torch._decomp.core_aten_decompositions())
     table.update({
         aten.convolution_backward.default: convolution_backward,
+        aten.native_batch_norm_backward.default: native_batch_norm_backward,
+        aten.max_pool2d_with_indices.default: max_pool2d_with_indices,
         aten.max_pool2d_with_indices_backward.default: max_pool2d_with_indices_backward,
         aten.avg_pool2d_backward.default: avg_pool2d_backward,
         aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,

@@ -1,0 +1,115 @@
+"""Backward rewrites of onnxcam.export.decompositions, run by onnxruntime, against torch autograd."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from onnxcam.artifact import PLAIN_INPUT_GRADIENTS
+from onnxcam.export import export
+from onnxcam.export.decompositions import max_pool2d_with_indices
+from torch_reference import cosine, relative_error
+
+# odd and unequal, so strided outputs overhang or fall short of the input; no layer's map has
+# a side of 11, 13 or 17, the export's example batch and target counts
+SIZE = (45, 55)
+
+
+def _head(channels: int) -> list[nn.Module]:
+    return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 5)]
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    """A batch norm with non-trivial statistics and some negative scales."""
+    norm = nn.BatchNorm2d(channels)
+    norm.running_mean.uniform_(-0.5, 0.5)
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.weight.data.uniform_(-1.5, 1.5)
+    norm.bias.data.uniform_(-0.5, 0.5)
+    return norm
+
+
+def _convolutions(*convs: nn.Conv2d) -> nn.Sequential:
+    """The convolutions, each followed by a batch norm and a ReLU, and a classifier head."""
+    layers: list[nn.Module] = []
+    for conv in convs:
+        layers += [conv, _batch_norm(conv.out_channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, *_head(convs[-1].out_channels))
+
+
+def _strided() -> nn.Sequential:
+    """Strided convolutions: padded, unpadded, 1x1, depthwise, asymmetric."""
+    return _convolutions(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 16, 1, stride=2),
+                         nn.Conv2d(16, 16, 3, stride=2, groups=16),
+                         nn.Conv2d(16, 16, (3, 1), stride=(2, 1), padding=(0, 1)))
+
+
+def _dilated() -> nn.Sequential:
+    """Dilated and grouped convolutions, and padding wider than the kernel reaches."""
+    return _convolutions(nn.Conv2d(3, 16, 5, stride=3, padding=3, dilation=2),
+                         nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=4), nn.Conv2d(16, 16, 3, padding=3))
+
+
+class _Residual(nn.Module):
+    """A convolution whose output feeds a batch norm and, unnormalized, a second branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.norm = _batch_norm(16)
+        self.side = nn.Conv2d(16, 16, 1)
+        self.head = nn.Sequential(*_head(16))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(torch.relu(self.norm(y)) + self.side(y))
+
+
+def _pools() -> nn.Sequential:
+    """Max pooling straight on the input (ties on quantized inputs) and after ReLUs."""
+    return nn.Sequential(
+        nn.MaxPool2d(3, stride=2, padding=1), nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2, stride=2, ceil_mode=True), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(3, stride=1, padding=1, dilation=2), nn.Conv2d(16, 16, 1), nn.ReLU(), *_head(16))
+
+
+MODELS = {"strided": _strided, "dilated": _dilated, "residual": _Residual, "pools": _pools}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("quantized", [False, True])
+def test_input_gradient_matches_autograd(tmp_path, name, quantized):
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    layer = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    path = tmp_path / f"{name}.onnx"
+    export(model, path, [layer], input_size=SIZE, plain_input_gradient=True)
+    x = np.random.default_rng(1).standard_normal((3, 3) + SIZE).astype(np.float32)
+    if quantized:  # equal values inside pooling windows: the first maximum takes the gradient
+        x = np.round(x * 2) / 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"input": x, "targets": np.array([[0], [3], [4]])}
+    for spec in session.get_inputs():
+        if spec.name == "layer_input":
+            feed[spec.name] = np.zeros([0] + list(spec.shape[1:]), np.float32)
+    (got,) = session.run([PLAIN_INPUT_GRADIENTS], feed)
+
+    xt = torch.from_numpy(x).requires_grad_(True)
+    model(xt).gather(1, torch.tensor([[0], [3], [4]])).sum().backward()
+    expected = xt.grad.numpy()[:, None]
+    assert got.shape == expected.shape
+    assert cosine(got, expected) >= 0.9999
+    assert relative_error(got, expected) <= 1e-4
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [
+    (3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (3, 3, 1, 1, True), (1, 2, 0, 1, False)])
+def test_max_pool_indices_are_torchs(kernel, stride, padding, dilation, ceil_mode):
+    """The same values and indices as torch, ties included (the first maximum of a window)."""
+    torch.manual_seed(0)
+    for x in (torch.randn(2, 3, 9, 12), torch.randint(0, 3, (2, 3, 9, 12)).float(), torch.randn(3, 8, 7).relu()):
+        args = ([kernel] * 2, [stride] * 2, [padding] * 2, [dilation] * 2, ceil_mode)
+        for got, expected in zip(max_pool2d_with_indices(x, *args), torch.ops.aten.max_pool2d_with_indices(x, *args)):
+            assert torch.equal(got, expected)
