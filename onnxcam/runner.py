@@ -25,8 +25,8 @@ class GraphRunner:
     inputs are fed in the file's precision and float outputs come back as float32.
 
     On CUDA (``io_binding`` None: when CUDA is the session's first provider) runs go through
-    onnxruntime's IO binding: the inputs are copied to the device once, every output stays
-    there, and only the fetched ones are copied back.
+    onnxruntime's IO binding: the inputs are copied to the device once and the outputs are
+    written there, and only the fetched ones are copied back.
     """
 
     def __init__(self, session: ort.InferenceSession, info: ArtifactInfo, path: Path,

@@ -115,7 +115,7 @@ def _create(path: Path, options: ort.SessionOptions, providers: list[str], cache
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         os.replace(partial, cached)
-    except OSError:  # an unwritable folder: run without the cache
+    except Exception:  # an unwritable folder (or a bad model, which the retry reports)
         partial.unlink(missing_ok=True)
         options.optimized_model_filepath = ""
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

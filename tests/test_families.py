@@ -28,7 +28,7 @@ FAMILIES = [
     pytest.param("efficientnet_b0", 64, "features.5"),
     pytest.param("shufflenet_v2_x0_5", 64, "stage3"),
     pytest.param("resnext50_32x4d", 64, "layer3", marks=slow),
-    pytest.param("wide_resnet50_2", 64, "layer3", marks=slow),
+    pytest.param("wide_resnet50_2", 96, "layer3", marks=slow),
     pytest.param("vgg11_bn", 64, "features.21", marks=slow),
     pytest.param("densenet121", 64, "features.denseblock3", marks=slow),
     pytest.param("mobilenet_v2", 64, "features.10", marks=slow),
@@ -113,20 +113,26 @@ def test_family(name, size, inner, tmp_path):
     targets = np.array([[-1, 3], [-2, 7]])
     names = ["logits", "activations/" + inner, "gradients/" + inner, "activations/" + default, "gradients/" + default]
     out = dict(zip(names, session.run(names, feeds(session, x, targets))))
-    # float64 logits: in deep nets (inception_v3) onnxruntime and float32 torch each stray
-    # about 1e-4 from the exact logits, in different directions
-    exact = copy.deepcopy(model).double()(torch.from_numpy(x).double()).detach().numpy()
-    assert relative_error(out["logits"], exact) <= 1e-4
+    # Held against the model run in float64: in deep nets float32 torch itself strays from the
+    # exact values (inception_v3's logits by 1e-4; resnext50's layer3 gradient by 1% relative
+    # L2 where a ReLU mask flips), so onnxruntime must be as close as the bounds, or at least
+    # as close as float32 torch is (within a factor of 2)
+    exact = copy.deepcopy(model).double()
+    x64 = x.astype(np.float64)
+    assert relative_error(out["logits"], exact(torch.from_numpy(x64)).detach().numpy()) <= 1e-4
     for layer in (inner, default):
         _, _, acts, grads = autograd_reference(model, layer, x, targets)
+        _, _, _, grads64 = autograd_reference(exact, layer, x64, targets)
         acts = to_spatial(torch.from_numpy(acts), layout).numpy()
-        grads = np.stack([to_spatial(torch.from_numpy(grads[:, j]), layout).numpy() for j in range(2)], axis=1)
+        grads, grads64 = (np.stack([to_spatial(torch.from_numpy(g[:, j]), layout).numpy() for j in range(2)], axis=1)
+                          for g in (grads, grads64))
         got = out["gradients/" + layer]
         for i in range(2):
             for j in range(2):
-                assert cosine(got[i, j], grads[i, j]) >= 0.9999, (layer, i, j)
+                torch_error = 1 - cosine(grads[i, j], grads64[i, j])
+                assert 1 - cosine(got[i, j], grads64[i, j]) <= max(1e-4, 2 * torch_error), (layer, i, j)
         if layer == inner:
-            assert relative_error(got, grads) <= 1e-3
+            assert relative_error(got, grads64) <= max(1e-3, 2 * relative_error(grads, grads64))
         else:
             maps, zero = normalize_maps(resize_maps(GradCAM()([(out["activations/" + layer], got)]), (size, size)))
             if acts.shape[-2:] == (1, 1):  # inception_v3 at 96 px: a constant map, shown as none

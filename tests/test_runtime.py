@@ -380,9 +380,10 @@ def test_open_session_errors(tmp_path):
              ("corrupt.onnx", "corrupt 'onnxcam' metadata \\("),
              ("other.onnx", "broken explain-graph: it lacks 'activations/layer4', 'gradients/layer4'")]
     for name, message in cases:
-        with pytest.raises(OnnxcamError, match=f"{name}: {message}") as caught:
-            open_session(tmp_path / name)
-        assert "\n" not in str(caught.value)
+        for cache in (False, True):
+            with pytest.raises(OnnxcamError, match=f"{name}: {message}") as caught:
+                open_session(tmp_path / name, cache=cache)
+            assert "\n" not in str(caught.value)
 
 
 def test_open_session_with_threads(model):
