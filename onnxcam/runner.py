@@ -50,7 +50,8 @@ class GraphRunner:
             feeds[LAYER_INPUT] = (self._empty_layer if layer_rows is None
                                   else np.ascontiguousarray(layer_rows, self.dtype))
         try:
-            outputs = self._bound_run(list(fetch), feeds) if self.io_binding else self.session.run(list(fetch), feeds)
+            run = self._bound_run if self.io_binding else self.session.run
+            outputs = run(list(fetch), feeds)
         except Exception as error:  # onnxruntime's own exception types
             raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
         return [out.astype(np.float32) if out.dtype == np.float16 else out for out in outputs]

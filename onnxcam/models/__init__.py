@@ -144,7 +144,8 @@ def _timm():
 def _timm_recipe(spec: str) -> Recipe:
     """A timm architecture by name: its pretrained config gives the preprocessing, its
     ``feature_info`` the last feature stage (a ViT: that block's first LayerNorm, as for
-    torchvision's ViT), its ``output_fmt`` whether the stage is channels-last."""
+    torchvision's ViT), its ``output_fmt`` whether the stage is channels-last. The model built
+    to read them is the one returned for ``--weights none`` or a ``.pth``."""
     timm = _timm()
     name = spec[len(TIMM_PREFIX):]
     if not timm.models.is_model(name):
@@ -166,8 +167,7 @@ def _timm_recipe(spec: str) -> Recipe:
                 raise OnnxcamError(
                     f"--weights default: cannot fetch timm's pretrained weights for {name} "
                     f"({exc.__class__.__name__}); pass a local .pth file or --weights none") from exc
-        model = timm.create_model(name, pretrained=False)
-        return model if weights == "none" else _load_state(model, weights)
+        return probe if weights == "none" else _load_state(probe, weights)
 
     def labels() -> Optional[list[str]]:
         if probe.num_classes != 1000:
