@@ -9,11 +9,10 @@ from torch import nn
 
 from onnxcam.artifact import PLAIN_INPUT_GRADIENTS
 from onnxcam.export import export
-from onnxcam.export.decompositions import max_pool2d_with_indices
+from onnxcam.export.decompositions import _blocked, _positive, max_pool2d_with_indices
 from torch_reference import cosine, relative_error
 
-# odd and unequal, so strided outputs overhang or fall short of the input; no layer's map has
-# a side of 11, 13 or 17, the export's example batch and target counts
+# odd and unequal, so strided outputs overhang or fall short of the input
 SIZE = (45, 55)
 
 
@@ -113,3 +112,37 @@ def test_max_pool_indices_are_torchs(kernel, stride, padding, dilation, ceil_mod
         args = ([kernel] * 2, [stride] * 2, [padding] * 2, [dilation] * 2, ceil_mode)
         for got, expected in zip(max_pool2d_with_indices(x, *args), torch.ops.aten.max_pool2d_with_indices(x, *args)):
             assert torch.equal(got, expected)
+
+
+def _special_values(dtype: torch.dtype) -> torch.Tensor:
+    """[2, 16, 4, 4]: zeros of both signs, the smallest normals, infinities, random values."""
+    tiny, big = torch.finfo(dtype).tiny, torch.finfo(dtype).max
+    special = torch.tensor([0.0, -0.0, tiny, -tiny, 2 * tiny, big, -big, float("inf"), float("-inf"), 1.0])
+    x = torch.randn(2, 16, 4, 4, generator=torch.Generator().manual_seed(0))
+    x.view(-1)[:special.numel()] = special
+    x.view(-1)[50:80] = 0.0
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_positive_mask_is_exact_on_normal_floats(dtype):
+    x = _special_values(dtype)
+    assert torch.equal(_positive(x), (x > 0).to(dtype))
+    denormal = torch.tensor([torch.finfo(dtype).tiny / 4], dtype=dtype).reshape(1, 1, 1, 1)
+    assert 0 < float(_positive(denormal)) < 1  # documented: a partial mask
+    assert torch.equal(_blocked(x), x)
+
+
+def test_positive_mask_and_identity_convolution_run_exactly_in_onnxruntime(tmp_path):
+    """onnxruntime fuses the mask's clamp into its blocked convolution; the mask must still be
+    exactly (x > 0) and the identity convolution exactly x."""
+    class Masks(nn.Module):
+        def forward(self, x):
+            return _positive(x), _blocked(x)
+
+    x = _special_values(torch.float32)
+    path = tmp_path / "masks.onnx"
+    torch.onnx.export(Masks(), (x,), str(path), dynamo=True, opset_version=18, verbose=False)
+    mask, same = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    assert np.array_equal(mask, (x > 0).float().numpy())
+    assert np.array_equal(same, x.numpy())

@@ -1,4 +1,5 @@
-"""Models the exporter cannot handle fail at export time, naming what went wrong."""
+"""Models the exporter cannot handle fail at export time, naming what went wrong; shapes that
+once broke the export now export."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from onnxcam.errors import OnnxcamError  # noqa: E402
 from onnxcam.export import export  # noqa: E402
@@ -53,3 +57,23 @@ def test_timm_name_without_timm_names_the_extra(monkeypatch):
     with pytest.raises(OnnxcamError, match=r"pip install 'onnxcam\[timm\]'"):
         models.recipe("timm/resnet18")
     assert not any(name.startswith("timm/") for name in models.list_models())
+
+
+@pytest.mark.parametrize("side", [11, 13, 17])
+def test_layer_side_equal_to_a_trace_count_keeps_dimensions_dynamic(tmp_path, side):
+    """A 13x13 target layer (squeezenet's at 224 px) once tied the traced target count K=13 to
+    the layer's side: the export check failed in a Reshape. Batch, K and layer_input rows must
+    all stay free."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, side)).eval()
+    path = tmp_path / "square.onnx"
+    export(model, path, ["2"], input_size=(side, side))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n, k, m in ((2, 1, 0), (5, 3, 2), (side, side, side)):
+        logits, _, activations, gradients, layer_logits = session.run(None, {
+            "input": np.random.rand(n, 3, side, side).astype(np.float32),
+            "targets": np.zeros((n, k), np.int64),
+            "layer_input": np.random.rand(m, 16, side, side).astype(np.float32)})
+        assert (logits.shape, activations.shape, gradients.shape, layer_logits.shape) == \
+            ((n, side), (n, 16, side, side), (n, k, 16, side, side), (m, side))

@@ -70,7 +70,7 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
     else:  # rows the forward never read: transpose without padding, then cut out the input window
         full = F.conv_transpose2d(grad_output, weight, None, stride, 0, 0, groups, dilation)
         grad_input = _crop_or_pad(full, padding, input.shape[2:])
-    return grad_input, None, None
+    return _blocked(grad_input), None, None
 
 
 def _flipped_convolution(grad_output, weight, padding, dilation, groups):
@@ -95,12 +95,38 @@ def _crop_or_pad(full: torch.Tensor, offset: Sequence[int], size: Sequence[int])
     return full[:, :, offset[0]:offset[0] + h, offset[1]:offset[1] + w]
 
 
+@torch.library.custom_op("onnxcam::max_pool2d_indices", mutates_args=())
+def max_pool2d_indices(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                       dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+    """torch's max-pool indices (each window's first maximum, flat over H*W), as an op of its
+    own with one ONNX translation (``max_pool2d_indices_onnx``)."""
+    return aten.max_pool2d_with_indices.default(x, kernel, stride, padding, dilation, ceil_mode)[1]
+
+
+@max_pool2d_indices.register_fake
+def _max_pool2d_indices_fake(x, kernel, stride, padding, dilation, ceil_mode):
+    return aten.max_pool2d_with_indices.default(x, kernel, stride, padding, dilation, ceil_mode)[1]
+
+
+def max_pool2d_indices_onnx(x, kernel, stride, padding, dilation, ceil_mode):
+    """ONNX MaxPool's second output, whose indices run flat over the whole N*C*H*W tensor,
+    rebased per plane by subtracting ``(n * C + c) * H * W``. (torch.onnx rebases with a
+    second MaxPool, which costs as much again.)"""
+    from onnxscript import opset18 as op
+
+    _, flat = op.MaxPool(x, kernel_shape=kernel, strides=stride, pads=padding + padding,
+                         dilations=dilation, ceil_mode=int(ceil_mode))
+    planes = op.ReduceProd(op.Shape(x, end=2), keepdims=0)
+    plane_size = op.ReduceProd(op.Shape(x, start=2), keepdims=1)
+    one = op.Constant(value_ints=[1])
+    first = op.Mul(op.Range(op.Constant(value_int=0), planes, op.Constant(value_int=1)), plane_size)
+    return op.Sub(flat, op.Reshape(first, op.Concat(op.Shape(x, end=2), one, one, axis=0)))
+
+
 def max_pool2d_with_indices(self, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    """Max pooling whose indices (each window's first maximum, flat over H*W) are the argmax
-    over the window taps stacked along a new axis: onnxruntime's MaxPool with indices, and
-    the second one torch.onnx adds to rebase them, cost several times the pooling itself.
-    The values come from the pooling op, which becomes a plain MaxPool where nothing reads
-    the indices. A window whose maximum is -inf may point at another -inf element."""
+    """Max pooling whose values come from a plain pooling op (onnxruntime's fast blocked
+    MaxPool; nothing else where the indices go unread) and whose indices come from
+    ``max_pool2d_indices``."""
     global _pooling
     if _pooling:  # the op itself, as recorded by the call below
         return NotImplemented
@@ -111,21 +137,7 @@ def max_pool2d_with_indices(self, kernel_size, stride=(), padding=0, dilation=1,
         _pooling = False
     kernel, padding, dilation = _pair(kernel_size), _pair(padding), _pair(dilation)
     stride = _pair(stride) if stride else kernel
-    h, w = (int(v) for v in self.shape[-2:])
-    out = [int(v) for v in values.shape[-2:]]
-    extent = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, stride, dilation, kernel)]
-    after = [max(e - size - p, 0) for e, size, p in zip(extent, (h, w), padding)]
-    padded = F.pad(self, (padding[1], after[1], padding[0], after[0]), value=float("-inf"))
-    spans = [[slice(t * d, t * d + (o - 1) * s + 1, s) for t in range(k)]
-             for k, s, d, o in zip(kernel, stride, dilation, out)]
-    rows = [padded[..., span, :] for span in spans[0]]
-    tap = torch.stack([row[..., span] for row in rows for span in spans[1]], -3).argmax(-3)
-    # the window's first element (it may lie in the padding) plus the tap's offset from it
-    first = ((torch.arange(out[0], device=self.device) * stride[0] - padding[0]).reshape(-1, 1) * w
-             + torch.arange(out[1], device=self.device) * stride[1] - padding[1])
-    offset = torch.div(tap, kernel[1], rounding_mode="floor") * (dilation[0] * w - dilation[1] * kernel[1]) \
-        + tap * dilation[1]
-    return values, (first + offset).clamp(0, h * w - 1)
+    return values, max_pool2d_indices(self, kernel, stride, padding, dilation, ceil_mode)
 
 
 def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
@@ -187,7 +199,7 @@ def adaptive_avg_pool2d_backward(grad_output, input):
     h, w = int(input.shape[2]), int(input.shape[3])
     oh, ow = int(grad_output.shape[2]), int(grad_output.shape[3])
     if oh == 1 and ow == 1:
-        return grad_output.expand(-1, -1, h, w) / (h * w)
+        return _blocked(grad_output.expand(-1, -1, h, w) / (h * w))
     rows = _adaptive_matrix(h, oh, grad_output.dtype, grad_output.device)
     cols = _adaptive_matrix(w, ow, grad_output.dtype, grad_output.device)
     return torch.matmul(torch.matmul(rows.t(), grad_output), cols)
@@ -210,13 +222,37 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _positive(x: torch.Tensor) -> torch.Tensor:
+    """``(x > 0)`` as 0/1 in x's dtype. On a 4-D map it is a depthwise 1x1 convolution that
+    scales by 1 / (smallest normal float), clamped to [0, 1]: exact for every normal float,
+    and onnxruntime runs it, and the product after it, in its blocked (NCHWc) layout where
+    a comparison would reorder both operands to NCHW and back. A denormal x gets a partial
+    mask."""
+    if x.dim() != 4 or not x.is_floating_point():
+        return (x > 0).to(x.dtype)
+    channels = int(x.shape[1])
+    scale = torch.full((channels, 1, 1, 1), 1.0 / torch.finfo(x.dtype).tiny, dtype=x.dtype, device=x.device)
+    return F.conv2d(x, scale, groups=channels).clamp(0, 1)
+
+
+def _blocked(x: torch.Tensor) -> torch.Tensor:
+    """x through an identity depthwise 1x1 convolution: exact, and it hands onnxruntime a
+    tensor in its blocked (NCHWc) layout, so that the residual sums, ReLU masks and
+    products downstream of an op without a blocked kernel stay blocked as well."""
+    if x.dim() != 4 or not x.is_floating_point():
+        return x
+    channels = int(x.shape[1])
+    return F.conv2d(x, torch.ones((channels, 1, 1, 1), dtype=x.dtype, device=x.device), groups=channels)
+
+
 def threshold_backward(grad_output, self, threshold):
     """ReLU backward as a product with a 0/1 mask: onnxruntime's Mul is about ten times
     faster than its Where on large maps. The guided rule also drops negative gradients, with
     a ReLU that onnxruntime fuses into the convolution before it (a clamp it would not)."""
     if _guided:
         grad_output = torch.relu(grad_output)
-    return grad_output * (self > threshold).to(grad_output.dtype)
+    mask = _positive(self) if threshold == 0 else (self > threshold).to(grad_output.dtype)
+    return grad_output * mask.to(grad_output.dtype)
 
 
 def hardtanh_backward(grad_output, self, min_val, max_val):

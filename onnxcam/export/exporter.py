@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import math
 import re
 import warnings
 from pathlib import Path
@@ -18,7 +20,7 @@ from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
 from onnxcam.quiet import quiet_loggers
 from onnxcam.models import IMAGENET_MEAN, IMAGENET_STD
-from onnxcam.export.decompositions import explain_decompositions
+from onnxcam.export.decompositions import explain_decompositions, max_pool2d_indices, max_pool2d_indices_onnx
 from onnxcam.export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam.export.maps import IN_GRAPH_METHODS
 from onnxcam.export.inspect import (
@@ -31,9 +33,6 @@ from onnxcam.export.inspect import (
 )
 from onnxcam.export.wrapper import ExplainWrapper
 
-# Example sizes for tracing: primes that no channel or spatial size will equal, so the
-# dynamic batch and target dimensions are never specialised to a constant.
-_EXAMPLE_N, _EXAMPLE_K, _EXAMPLE_M = 11, 13, 17
 MAX_IR_VERSION = 10
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -157,6 +156,15 @@ def _inputs(info: ArtifactInfo, n: int, k: int, layer_shape: tuple[int, ...], m:
     return x, targets, torch.randn((m,) + tuple(layer_shape[1:]), generator=generator).to(x.dtype)
 
 
+def example_sizes(taken: Sequence[int]) -> tuple[int, int, int]:
+    """Batch, target and ``layer_input`` counts to trace with: the first three primes from 11
+    that no other input dimension has. Symbolic tracing gives inputs' equal sizes one
+    symbol, so a count equal to, say, a 13x13 layer would tie the dynamic dimension to it."""
+    primes = (p for p in itertools.count(11) if all(p % d for d in range(2, math.isqrt(p) + 1)))
+    n, k, m = itertools.islice((p for p in primes if p not in set(taken)), 3)
+    return n, k, m
+
+
 def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, ...]):
     """Trace forward and backward into one graph of forward ATen ops; returns (graph, inputs).
 
@@ -166,7 +174,8 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
     and without ``layer_input``.
     """
     def trace():
-        args = _inputs(info, _EXAMPLE_N, _EXAMPLE_K, layer_shape, _EXAMPLE_M)
+        n, k, m = example_sizes([3, *info.input_size, *layer_shape[1:]])
+        args = _inputs(info, n, k, layer_shape, m)
         graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
                         tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
         return graph, args
@@ -204,6 +213,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
             program = torch.onnx.export(
                 graph, args, dynamo=True, opset_version=opset, verbose=False,
                 input_names=names, output_names=output_names(info), dynamic_shapes=dynamic,
+                custom_translation_table={max_pool2d_indices._opoverload: max_pool2d_indices_onnx},
             )
         except Exception as exc:  # torch.onnx raises many types; keep the first line
             raise OnnxcamError(f"ONNX translation failed: {_first_line(exc)}") from exc
