@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxcam.export.bench import CONTENDERS, PLAIN, ratios, ratios_table, results_table
+from onnxcam.export.bench import CONTENDERS, PLAIN, forward_gflop, ratios, ratios_table, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,28 @@ def test_ratios_and_tables():
     assert "| onnxcam gradcam / plain | 1.25 ✗ | <= 1.1 |" in ratios_table(report)
 
 
+def test_ceilings_divide_the_peer_by_onnxcams_least_arithmetic():
+    """At 1 ms per forward pass and batch 2, a 10 ms peer over gradcam (one pass) can reach at
+    most 5×, over guided (forward and input gradients: two passes) 2.5×."""
+    results = {name: {"2": _timed(10.0)} for name in CONTENDERS}
+    rows = {row["ratio"]: row for row in ratios(results, [2], floor_ms_per_pass=1.0)}
+    assert rows["pytorch-grad-cam GradCAM / onnxcam gradcam"]["ceiling"] == pytest.approx(5.0)
+    assert rows["captum GuidedGradCam / onnxcam guided-gradcam"]["ceiling"] == pytest.approx(2.5)
+    assert rows["onnxcam gradcam / plain"]["ceiling"] is None
+    assert rows["peak RSS onnxcam gradcam / plain"]["ceiling"] is None
+    report = {"config": {"batches": [2]}, "results": results, "ratios": list(rows.values())}
+    assert "| captum GuidedGradCam / onnxcam guided-gradcam | 1.00 ✗ (ceiling 2.5) | >= 3.0 |" \
+        in ratios_table(report)
+
+
+def test_forward_gflop_counts_multiply_adds_twice():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+    expected = 2 * (3 * 9 * 8 * 10 * 12) + 2 * 8 * 4  # convolution at 10×12, then the linear head
+    assert forward_gflop(model, (10, 12)) * 1e9 == pytest.approx(expected)
+
+
 @pytest.mark.slow
 def test_quick_run(tmp_path):
     path = tmp_path / "results.json"
@@ -54,3 +76,8 @@ def test_quick_run(tmp_path):
     assert report["import"]["torch_after_import"] is False
     assert all(t["fresh_s"] > 0 and t["cached_s"] > 0 for t in report["session_start"].values())
     assert "| onnxcam gradcam |" in done.stdout
+    numbers = report["arithmetic"]
+    rates = [rate for by_batch in numbers["gflops"].values() for rate in by_batch.values()]
+    assert numbers["fastest_gflops"] == max(numbers["matmul_gflops"], *rates) > 0
+    assert all(row["value"] <= row["ceiling"] for row in report["ratios"] if row["ceiling"])
+    assert all(row["ceiling"] > 0 for row in report["ratios"] if row["ratio"].startswith(("pytorch", "captum")))

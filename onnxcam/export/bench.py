@@ -300,6 +300,42 @@ def _export_plain(model, x, path: Path) -> None:
     onnx.save(proto, str(path))
 
 
+def forward_gflop(model, size: tuple[int, int]) -> float:
+    """Floating-point operations (a multiply-add counts two) of one image's forward pass, in billions."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(threads: int, side: int = 2048, runs: int = 10) -> float:
+    """onnxruntime's own float32 matrix product rate (GFLOP/s, median of ``runs``) on a
+    side×side product with ``threads`` threads: the arithmetic ceiling of its convolutions."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import onnxruntime as ort
+
+    from onnxcam.export.exporter import MAX_IR_VERSION
+    from onnxcam.session import session_options
+
+    square = [side, side]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, square) for name in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, square)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = MAX_IR_VERSION
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, spinning=False),
+                                   providers=CPU)
+    feed = {name: np.random.default_rng(0).standard_normal(square, np.float32) for name in ("a", "b")}
+    session.run(None, feed)
+    seconds = statistics.median(_timed(lambda: session.run(None, feed)) for _ in range(runs))
+    return 2 * side ** 3 / seconds / 1e9
+
+
 def _timed(function: Callable[[], object]) -> float:
     start = time.perf_counter()
     function()
@@ -334,7 +370,7 @@ def prepare(config: dict, folder: Path) -> tuple[dict[str, str], dict]:
             "plain": _timed(lambda: _export_plain(model, torch.randn(2, 3, *size), Path(files["plain"]))),
         }
     sizes = {name: os.path.getsize(files[name]) / MB for name in seconds}
-    return files, {"seconds": seconds, "size_mb": sizes,
+    return files, {"seconds": seconds, "size_mb": sizes, "forward_gflop": forward_gflop(model, size),
                    "size_ratio": {name: sizes[name] / sizes["plain"] for name in ("explain", "guided")}}
 
 
@@ -420,8 +456,19 @@ RATIOS = [
 ]
 
 
-def ratios(results: dict[str, dict[str, dict]], batches: list[int]) -> list[dict]:
-    """Every ratio of RATIOS at every batch size; value None where a side is n/a."""
+# The least arithmetic each onnxcam contender must do, in forward passes: a map at the last
+# layer needs the forward only; guided backpropagation also needs every convolution's input
+# gradient, which costs what the convolution does.
+FORWARD_PASSES = {"onnxcam gradcam": 1, "onnxcam gradcam++": 1, "onnxcam layercam": 1,
+                  "onnxcam guided-gradcam": 2}
+
+
+def ratios(results: dict[str, dict[str, dict]], batches: list[int],
+           floor_ms_per_pass: Optional[float] = None) -> list[dict]:
+    """Every ratio of RATIOS at every batch size; value None where a side is n/a. With
+    ``floor_ms_per_pass`` (one image's forward pass at the fastest rate measured here),
+    a peer-over-onnxcam ratio also gets its ceiling: the peer's time over the least time
+    onnxcam's arithmetic could take."""
     rows = []
     for label, top, bottom, measure, target in RATIOS:
         for batch in map(str, batches):
@@ -429,7 +476,10 @@ def ratios(results: dict[str, dict[str, dict]], batches: list[int]) -> list[dict
             value = a[measure] / b[measure] if a["available"] and b["available"] else None
             ok = None if value is None or target is None else (
                 value <= target[1] if target[0] == "<=" else value >= target[1])
-            rows.append({"ratio": label, "batch": int(batch), "value": value,
+            ceiling = None
+            if value is not None and floor_ms_per_pass and measure == "median_ms" and bottom in FORWARD_PASSES:
+                ceiling = a[measure] / (FORWARD_PASSES[bottom] * int(batch) * floor_ms_per_pass)
+            rows.append({"ratio": label, "batch": int(batch), "value": value, "ceiling": ceiling,
                          "target": f"{target[0]} {target[1]}" if target else None, "ok": ok})
     return rows
 
@@ -468,6 +518,7 @@ def ratios_table(report: dict) -> list[str]:
     for label, rows in by_label.items():
         cells = ["n/a" if r["value"] is None else
                  f"{r['value']:.2f}" + ("" if r["ok"] is None else " ✓" if r["ok"] else " ✗")
+                 + ("" if r.get("ceiling") is None else f" (ceiling {r['ceiling']:.1f})")
                  for r in rows]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {rows[0]['target'] or '—'} |")
     return lines
@@ -486,6 +537,31 @@ def _contention_line(results: dict[str, dict[str, dict]]) -> str:
             f"(most {worst[0]:.2f}, during {worst[1]}): the machine was {verdict}")
 
 
+def arithmetic(forward_gflop: float, matmul_gflops: float, results: dict[str, dict[str, dict]]) -> dict:
+    """The rates float32 work reached here (GFLOP/s): onnxruntime's matrix product, plain
+    inference and each onnxcam contender's least arithmetic per batch size. The fastest of
+    them sets each ratio's ceiling, so that no measured ratio can pass its ceiling."""
+    passes = {PLAIN: 1, **FORWARD_PASSES}
+    reached = {name: {batch: passes[name] * forward_gflop * int(batch) / (r["median_ms"] / 1e3)
+                      for batch, r in results[name].items() if r["available"]}
+               for name in passes}
+    fastest = max([matmul_gflops, *(rate for rates in reached.values() for rate in rates.values())])
+    return {"forward_gflop": forward_gflop, "matmul_gflops": matmul_gflops, "gflops": reached,
+            "fastest_gflops": fastest, "ms_per_forward_pass": 1e3 * forward_gflop / fastest}
+
+
+def _arithmetic_line(report: dict) -> str:
+    """The forward pass's arithmetic, the rates reached, and how the ceilings follow."""
+    numbers = report["arithmetic"]
+    reached = ", ".join(f"{rate:.0f} at batch {b}" for b, rate in numbers["gflops"][PLAIN].items())
+    passes = ", ".join(f"{name.split()[-1]} {n}" for name, n in FORWARD_PASSES.items())
+    return (f"- arithmetic: the forward pass is {numbers['forward_gflop']:.2f} GFLOP per image; plain "
+            f"inference ran at {reached} GFLOP/s, onnxruntime's float32 matrix product (2048², same "
+            f"threads) at {numbers['matmul_gflops']:.0f}, the fastest float32 work in this run at "
+            f"{numbers['fastest_gflops']:.0f}. A ratio's ceiling is the peer's time over onnxcam's least "
+            f"arithmetic (forward passes: {passes}) at that fastest rate")
+
+
 def summary(report: dict) -> list[str]:
     """Export, file size, import time, machine and method lines."""
     config, export, imports, machine = (report[k] for k in ("config", "export", "import", "machine"))
@@ -498,6 +574,7 @@ def summary(report: dict) -> list[str]:
         f"- export of {config['model']} at {config['size']}×{config['size']} (checked against torch): "
         f"explain-graph {seconds['explain']:.1f} s, guided {seconds['guided']:.1f} s; "
         f"plain torch.onnx export {seconds['plain']:.1f} s",
+        _arithmetic_line(report),
         f"- file size: plain {size['plain']:.1f} MB, explain-graph {size['explain']:.1f} MB "
         f"({ratio['explain']:.3f}×), guided {size['guided']:.1f} MB ({ratio['guided']:.3f}×)",
         "- session start (median of 3), optimized at load → from the `cache=True` graph: "
@@ -590,8 +667,10 @@ def run_bench(args: argparse.Namespace) -> int:
     with _folder(args.workdir) as folder:
         files, report["export"] = prepare(config, folder)
         report["session_start"] = session_start(files)
+        matmul = matmul_gflops(config["threads"])
         report["results"] = run_all(config, files, folder)
-    report["ratios"] = ratios(report["results"], config["batches"])
+    report["arithmetic"] = arithmetic(report["export"]["forward_gflop"], matmul, report["results"])
+    report["ratios"] = ratios(report["results"], config["batches"], report["arithmetic"]["ms_per_forward_pass"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print("\n".join(results_table(report) + [""] + ratios_table(report) + [""] + summary(report)))
