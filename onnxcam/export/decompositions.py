@@ -222,27 +222,27 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _channel_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """x times ``factor``, as a depthwise 1x1 convolution: onnxruntime runs it in its blocked
+    (NCHWc) layout, and the ops after it that have blocked kernels (products, sums, ReLUs)
+    stay there instead of converting to NCHW and back."""
+    channels = int(x.shape[1])
+    return F.conv2d(x, torch.full((channels, 1, 1, 1), factor, dtype=x.dtype, device=x.device), groups=channels)
+
+
 def _positive(x: torch.Tensor) -> torch.Tensor:
-    """``(x > 0)`` as 0/1 in x's dtype. On a 4-D map it is a depthwise 1x1 convolution that
-    scales by 1 / (smallest normal float), clamped to [0, 1]: exact for every normal float,
-    and onnxruntime runs it, and the product after it, in its blocked (NCHWc) layout where
-    a comparison would reorder both operands to NCHW and back. A denormal x gets a partial
-    mask."""
+    """``(x > 0)`` as 0/1 in x's dtype. On a 4-D map, a scale by 1 / (smallest normal float)
+    clamped to [0, 1], which onnxruntime fuses into one blocked convolution: exact for every
+    normal float; a denormal x gets a partial mask."""
     if x.dim() != 4 or not x.is_floating_point():
         return (x > 0).to(x.dtype)
-    channels = int(x.shape[1])
-    scale = torch.full((channels, 1, 1, 1), 1.0 / torch.finfo(x.dtype).tiny, dtype=x.dtype, device=x.device)
-    return F.conv2d(x, scale, groups=channels).clamp(0, 1)
+    return _channel_scale(x, 1.0 / torch.finfo(x.dtype).tiny).clamp(0, 1)
 
 
 def _blocked(x: torch.Tensor) -> torch.Tensor:
-    """x through an identity depthwise 1x1 convolution: exact, and it hands onnxruntime a
-    tensor in its blocked (NCHWc) layout, so that the residual sums, ReLU masks and
-    products downstream of an op without a blocked kernel stay blocked as well."""
-    if x.dim() != 4 or not x.is_floating_point():
-        return x
-    channels = int(x.shape[1])
-    return F.conv2d(x, torch.ones((channels, 1, 1, 1), dtype=x.dtype, device=x.device), groups=channels)
+    """x itself, handed to onnxruntime's blocked layout by an identity channel scale (exact),
+    so that the residual sums and masks after an op without a blocked kernel stay blocked."""
+    return _channel_scale(x, 1.0) if x.dim() == 4 and x.is_floating_point() else x
 
 
 def threshold_backward(grad_output, self, threshold):
