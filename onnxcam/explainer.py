@@ -30,8 +30,8 @@ class ExplainResult:
     probs: np.ndarray  # float32 [N, K]: softmax probability of those classes
     logits: np.ndarray  # float32 [N, C]
     heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
-    raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution (input resolution for in-graph maps)
-    # (at the input resolution for fused layers and input-space attributions)
+    raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution
+    # (at the input resolution for fused layers, in-graph maps and input-space attributions)
     zero_maps: np.ndarray  # bool [N, K]: the map was constant, so its heatmap is all zero
     images: Optional[list[np.ndarray]]  # RGB uint8 originals; None for normalized input
     labels: Optional[list[str]] = None  # class names, when the model has them

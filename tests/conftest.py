@@ -1,7 +1,6 @@
 """Shared fixtures: models exported once per test session."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 

@@ -313,10 +313,9 @@ def forward_gflop(model, size: tuple[int, int]) -> float:
 def matmul_gflops(threads: int, side: int = 2048, runs: int = 10) -> float:
     """onnxruntime's own float32 matrix product rate (GFLOP/s, median of ``runs``) on a
     side×side product with ``threads`` threads: the arithmetic ceiling of its convolutions."""
-    import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    import onnxruntime as ort
 
     from onnxcam.export.exporter import MAX_IR_VERSION
     from onnxcam.session import session_options

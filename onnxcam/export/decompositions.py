@@ -95,17 +95,16 @@ def _crop_or_pad(full: torch.Tensor, offset: Sequence[int], size: Sequence[int])
     return full[:, :, offset[0]:offset[0] + h, offset[1]:offset[1] + w]
 
 
-@torch.library.custom_op("onnxcam::max_pool2d_indices", mutates_args=())
-def max_pool2d_indices(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
-                       dilation: list[int], ceil_mode: bool) -> torch.Tensor:
-    """torch's max-pool indices (each window's first maximum, flat over H*W), as an op of its
-    own with one ONNX translation (``max_pool2d_indices_onnx``)."""
+def _max_pool2d_indices(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                        dilation: list[int], ceil_mode: bool) -> torch.Tensor:
     return aten.max_pool2d_with_indices.default(x, kernel, stride, padding, dilation, ceil_mode)[1]
 
 
-@max_pool2d_indices.register_fake
-def _max_pool2d_indices_fake(x, kernel, stride, padding, dilation, ceil_mode):
-    return aten.max_pool2d_with_indices.default(x, kernel, stride, padding, dilation, ceil_mode)[1]
+# torch's max-pool indices (each window's first maximum, flat over H*W) as an op of their own,
+# with one ONNX translation (``max_pool2d_indices_onnx``); the same function serves eager and
+# symbolic (fake) tensors
+max_pool2d_indices = torch.library.custom_op("onnxcam::max_pool2d_indices", _max_pool2d_indices, mutates_args=())
+max_pool2d_indices.register_fake(_max_pool2d_indices)
 
 
 def max_pool2d_indices_onnx(x, kernel, stride, padding, dilation, ceil_mode):
@@ -251,7 +250,7 @@ def threshold_backward(grad_output, self, threshold):
     a ReLU that onnxruntime fuses into the convolution before it (a clamp it would not)."""
     if _guided:
         grad_output = torch.relu(grad_output)
-    mask = _positive(self) if threshold == 0 else (self > threshold).to(grad_output.dtype)
+    mask = _positive(self) if threshold == 0 else self > threshold
     return grad_output * mask.to(grad_output.dtype)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import logging
 import math
 import re
 import warnings
@@ -161,7 +160,8 @@ def example_sizes(taken: Sequence[int]) -> tuple[int, int, int]:
     that no other input dimension has. Symbolic tracing gives inputs' equal sizes one
     symbol, so a count equal to, say, a 13x13 layer would tie the dynamic dimension to it."""
     primes = (p for p in itertools.count(11) if all(p % d for d in range(2, math.isqrt(p) + 1)))
-    n, k, m = itertools.islice((p for p in primes if p not in set(taken)), 3)
+    taken = set(taken)
+    n, k, m = itertools.islice((p for p in primes if p not in taken), 3)
     return n, k, m
 
 
