@@ -9,7 +9,7 @@ from onnxcam.overlay import overlay
 if TYPE_CHECKING:
     from onnxcam.explainer import Explainer, ExplainResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Explainer", "ExplainResult", "OnnxcamError", "overlay", "__version__"]
 
 

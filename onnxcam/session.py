@@ -14,6 +14,7 @@ from onnxcam.artifact import (
     activation_name, gradient_name,
 )
 from onnxcam.errors import OnnxcamError, first_line
+from onnxcam.modelfiles import model_file, resolve_model
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -125,15 +126,17 @@ def _create(path: Path, options: ort.SessionOptions, providers: list[str], cache
 def open_session(path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
                  threads: Optional[int] = None, spinning: bool = True,
                  cache: bool = False) -> tuple[ort.InferenceSession, ArtifactInfo]:
-    """Load an explain-graph; raise OnnxcamError for a missing, invalid or non-onnxcam file.
+    """Load an explain-graph (a path, or a bare name exported to ``models/NAME.onnx``); raise
+    OnnxcamError for a missing, invalid or non-onnxcam file.
 
     ``cache=True`` keeps onnxruntime's optimized graph beside the file (see
     ``cached_graph_path``), so later sessions in the same environment skip the optimization:
     they start several times faster and compute the same outputs.
     """
-    path = Path(path)
+    path = resolve_model(path)
     if not path.is_file():
-        raise OnnxcamError(f"{path}: no such model file")
+        hint = "" if path.suffix == ".onnx" else f" (nor {model_file(str(path))}: `onnxcam export {path}` writes it)"
+        raise OnnxcamError(f"{path}: no such model file{hint}")
     options = session_options(threads, spinning)
     chosen = select_providers(providers)
     try:

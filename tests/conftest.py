@@ -41,7 +41,7 @@ def exported(tmp_path_factory):
     import torch
     import torchvision
 
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     cache: dict = {}
     folder = tmp_path_factory.mktemp("exports")
@@ -62,8 +62,8 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lite0(tmp_path_factory):
     """The pretrained EfficientNet-Lite0 from PyPI, exported through the Python API."""
-    from onnxcam import models
-    from onnxcam.export import export
+    from onnxcam_export import models
+    from onnxcam_export import export
 
     recipe = models.recipe("efficientnet_lite0")
     model = recipe.build("default").eval()

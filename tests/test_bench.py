@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxcam.export.bench import CONTENDERS, PLAIN, forward_gflop, ratios, ratios_table, results_table
+from benchmarks.bench import CONTENDERS, PLAIN, forward_gflop, ratios, ratios_table, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

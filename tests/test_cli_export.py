@@ -28,25 +28,33 @@ def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 @pytest.fixture(scope="module")
 def resnet50_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "resnet50.onnx"
-    proc = onnxcam("export", "resnet50", "--weights", "none", "-o", str(path))
+    """``onnxcam export resnet50`` with no ``-o``: the file goes to ``models/resnet50.onnx``."""
+    folder = tmp_path_factory.mktemp("cli")
+    proc = onnxcam("export", "resnet50", "--weights", "none", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["layers"] == ["layer4"] and report["classes"] == 1000
-    return path
+    assert report["model"] == "models/resnet50.onnx"
+    return folder / "models" / "resnet50.onnx"
 
 
-def test_export_then_explain_writes_png(resnet50_file, tmp_path):
-    image = tmp_path / "cat.png"
-    cv2.imwrite(str(image), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
-    proc = onnxcam("explain", str(resnet50_file), str(image), "--method", "gradcam", "--top-k", "3",
-                   "-o", str(tmp_path / "out"))
+def test_export_then_explain_by_name_writes_png(resnet50_file):
+    """``onnxcam explain resnet50 cat.png`` finds ``models/resnet50.onnx`` by the bare name."""
+    folder = resnet50_file.parents[1]
+    cv2.imwrite(str(folder / "cat.png"), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+    proc = onnxcam("explain", "resnet50", "cat.png", "--method", "gradcam", "--top-k", "3",
+                   "-o", "out", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[0])
     assert len(record["classes"]) == 3 and len(record["overlays"]) == 3
     assert len(record["labels"]) == 3  # torchvision's ImageNet names travel in the file
-    png = cv2.imread(record["overlays"][0])
+    png = cv2.imread(str(folder / record["overlays"][0]))
     assert png is not None and png.shape == skimage.data.chelsea().shape
+
+
+def test_explain_unknown_name_says_how_to_export_it(tmp_path):
+    proc = onnxcam("explain", "resnet18", "cat.png", cwd=tmp_path)
+    one_line_error(proc, "resnet18: no such model file", "models/resnet18.onnx", "onnxcam export resnet18")
 
 
 def test_export_unknown_model():
@@ -77,12 +85,13 @@ def test_export_lists_layers():
 
 
 def test_export_timm_by_name(tmp_path):
-    """`timm/NAME` takes timm's preprocessing and last feature stage; the default file name
-    stays in the working folder."""
+    """`timm/NAME` takes timm's preprocessing and last feature stage; the default file is
+    models/timm_NAME.onnx, which `info` also finds by the name."""
     proc = onnxcam("export", "timm/resnet18", "--weights", "none", "--input-size", "64", "64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["layers"] == ["layer4"]
-    info = onnxcam("info", str(tmp_path / "timm_resnet18.onnx"))
+    assert (tmp_path / "models" / "timm_resnet18.onnx").is_file()
+    info = onnxcam("info", "timm/resnet18", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
     assert meta["source"] == "timm:resnet18" and meta["labels"][0] == "tench"

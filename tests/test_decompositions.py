@@ -1,4 +1,4 @@
-"""Backward rewrites of onnxcam.export.decompositions, run by onnxruntime, against torch autograd."""
+"""Backward rewrites of onnxcam_export.decompositions, run by onnxruntime, against torch autograd."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from onnxcam.artifact import PLAIN_INPUT_GRADIENTS
-from onnxcam.export import export
-from onnxcam.export.decompositions import _blocked, _positive, max_pool2d_with_indices
+from onnxcam_export import export
+from onnxcam_export.decompositions import _blocked, _positive, max_pool2d_with_indices
 from torch_reference import cosine, relative_error
 
 # odd and unequal, so strided outputs overhang or fall short of the input

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from onnxcam.errors import OnnxcamError  # noqa: E402
-from onnxcam.export import export  # noqa: E402
+from onnxcam_export import export  # noqa: E402
 
 
 class Warped(nn.Module):
@@ -51,7 +51,7 @@ def test_classifier_output_must_be_logits(tmp_path):
 
 
 def test_timm_name_without_timm_names_the_extra(monkeypatch):
-    from onnxcam import models
+    from onnxcam_export import models
 
     monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
     with pytest.raises(OnnxcamError, match=r"pip install 'onnxcam\[timm\]'"):

@@ -14,7 +14,7 @@ import pytest
 from test_parity import feeds
 from torch_reference import autograd_reference, cosine, gradcam_reference, relative_error
 
-from onnxcam.export.layouts import to_spatial
+from onnxcam_export.layouts import to_spatial
 from onnxcam.methods import GradCAM, normalize_maps, resize_maps
 from onnxcam.session import open_session
 
@@ -72,7 +72,7 @@ def build(name: str, size: int):
     import torchvision
     from torchvision.models.swin_transformer import SwinTransformer
 
-    from onnxcam import models
+    from onnxcam_export import models
 
     torch.manual_seed(0)
     if name == "swin_small_config":  # two stages, one shifted block each: swin_t's recipe
@@ -98,7 +98,7 @@ def test_family(name, size, inner, tmp_path):
 
     import torch
 
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     model, recipe = build(name, size)
     default = recipe.layers[0]

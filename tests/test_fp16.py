@@ -20,7 +20,7 @@ def pair(tmp_path_factory):
     import torch
     import torchvision
 
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()

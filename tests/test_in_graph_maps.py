@@ -23,7 +23,7 @@ def two_layer_file(tmp_path_factory):
     import torch
     import torchvision
 
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("maps") / "resnet18.onnx"

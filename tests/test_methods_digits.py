@@ -28,7 +28,7 @@ LABELS = [str(i) for i in range(10)]
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """(model, inputs [16, 3, 8, 8], folder, export(layers) -> path), with every output."""
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     model, x, _ = digits_cnn()
     folder = tmp_path_factory.mktemp("digits_methods")

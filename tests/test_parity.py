@@ -65,7 +65,7 @@ def test_vgg16_last_conv_block(exported, n, k):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from onnxcam.export import export
+    from onnxcam_export import export
 
     model, x, accuracy = digits_cnn()
     path = tmp_path_factory.mktemp("digits") / "digits.onnx"

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from onnxcam.export.decompositions import ContiguousAdaptivePool, guided_relu
-from onnxcam.export.layouts import from_spatial, to_spatial
-from onnxcam.export.maps import in_graph_map
+from onnxcam_export.decompositions import ContiguousAdaptivePool, guided_relu
+from onnxcam_export.layouts import from_spatial, to_spatial
+from onnxcam_export.maps import in_graph_map
 
 
 class ExplainWrapper(nn.Module):
@@ -28,7 +28,7 @@ class ExplainWrapper(nn.Module):
         super().__init__()
         if score not in ("logit", "softmax"):
             raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
-        self.maps = list(maps)  # methods of onnxcam.export.maps computed in the graph
+        self.maps = list(maps)  # methods of onnxcam_export.maps computed in the graph
         self.model = model
         self.layers = list(layers)
         self.score = score

@@ -1,4 +1,4 @@
-"""`onnxcam export`: command-line front of :func:`onnxcam.export.export`."""
+"""`onnxcam export`: command-line front of :func:`onnxcam_export.export`."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from onnxcam.errors import OnnxcamError
+from onnxcam.modelfiles import model_file
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="torchvision name (resnet50), zoo name, or module:factory")
-    parser.add_argument("-o", "--output", help="explain-graph to write (default: MODEL.onnx)")
+    parser.add_argument("-o", "--output", help="explain-graph to write (default: models/MODEL.onnx)")
     parser.add_argument("--weights", default="default",
                         help="'default' (pretrained), 'none' (random init) or a local state-dict .pth")
     parser.add_argument("--layer", action="append", dest="layer_names", metavar="NAME",
@@ -48,7 +49,7 @@ def _read_labels(path: str) -> list[str]:
 
 def run_export(args: argparse.Namespace) -> int:
     """Run `onnxcam export`; returns the exit code."""
-    from onnxcam import models
+    from onnxcam_export import models
 
     if args.list:
         print("\n".join(models.list_models()))
@@ -61,14 +62,14 @@ def run_export(args: argparse.Namespace) -> int:
     if args.list_layers:
         import torch
 
-        from onnxcam.export.inspect import candidate_layers
+        from onnxcam_export.inspect import candidate_layers
 
         for name, shape in candidate_layers(model.eval(), torch.randn(1, 3, *size)):
             print(f"{name}\t{list(shape[1:])}")
         return 0
-    from onnxcam.export import export
+    from onnxcam_export import export
 
-    output = Path(args.output or f"{args.model.replace(':', '_').replace('/', '_')}.onnx")
+    output = Path(args.output) if args.output else model_file(args.model)
     labels = _read_labels(args.labels) if args.labels else recipe.labels()
     layers = args.layer_names or recipe.layers
     started = time.perf_counter()

@@ -18,11 +18,11 @@ from onnxcam import artifact
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
 from onnxcam.quiet import quiet_loggers
-from onnxcam.models import IMAGENET_MEAN, IMAGENET_STD
-from onnxcam.export.decompositions import explain_decompositions, max_pool2d_indices, max_pool2d_indices_onnx
-from onnxcam.export.layouts import detect_layout, require_layout, spatial_shape
-from onnxcam.export.maps import IN_GRAPH_METHODS
-from onnxcam.export.inspect import (
+from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
+from onnxcam_export.decompositions import explain_decompositions, max_pool2d_indices, max_pool2d_indices_onnx
+from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
+from onnxcam_export.maps import IN_GRAPH_METHODS
+from onnxcam_export.inspect import (
     cam_layer,
     count_calls,
     default_layer,
@@ -30,7 +30,7 @@ from onnxcam.export.inspect import (
     last_shapes,
     require_layers,
 )
-from onnxcam.export.wrapper import ExplainWrapper
+from onnxcam_export.wrapper import ExplainWrapper
 
 MAX_IR_VERSION = 10
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -51,7 +51,7 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     differentiated score: the pre-softmax ``"logit"`` or the ``"softmax"`` probability.
     ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or ``"tokens"`` (a ViT
     sequence with a class token); detected when not given, NCHW otherwise. ``maps`` names
-    methods (see ``onnxcam.export.maps.IN_GRAPH_METHODS``) whose maps the graph computes
+    methods (see ``onnxcam_export.maps.IN_GRAPH_METHODS``) whose maps the graph computes
     itself, so the runtime can fetch [N, K, H, W] maps instead of gradients. ``precision``
     ``"float16"`` writes fp16 weights, input and outputs (for GPUs; the class scores are
     differentiated in float32); the export check then compares with the float32 model.
