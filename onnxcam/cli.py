@@ -17,7 +17,9 @@ from onnxcam.export import EXPORT_HINT
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
             "threads": "--threads", "method": "--method", "samples": "--samples",
             "noise": "--noise", "batch_size": "--batch-size",
-            "forward_batch_size": "--forward-batch-size"}
+            "forward_batch_size": "--forward-batch-size", "metrics": "--metrics",
+            "fraction": "--fraction", "steps": "--steps", "percentiles": "--percentiles",
+            "tolerance": "--tolerance", "box threshold": "--box-threshold"}
 MAX_ALL_CLASSES = 20
 
 
@@ -36,10 +38,12 @@ def _explain(args: argparse.Namespace) -> int:
     from onnxcam.explainer import Explainer, target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
     from onnxcam.progress import Progress
+    from onnxcam.boxes import check_box_options
     from onnxcam.registry import parse_methods
     from onnxcam.writer import write_explained
 
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
+    check_box_options(args.box_threshold, args.box_mode, 0.0)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
     for option in ("batch_size", "forward_batch_size"):
@@ -70,7 +74,8 @@ def _explain(args: argparse.Namespace) -> int:
             ok = ok and not part.failures
             for i, (position, source) in enumerate(zip(part.positions, part.sources)):
                 print(json.dumps(write_explained(part.results, i, source, names[position],
-                                                 Path(args.output_dir), args.alpha, as_image)), flush=True)
+                                                 Path(args.output_dir), args.alpha, as_image, args.boxes,
+                                                 args.box_threshold, args.box_mode)), flush=True)
             progress.update(len(part.positions) + len(part.failures))
     return 0 if ok else 1
 
@@ -163,6 +168,12 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("-o", "--output-dir", default="onnxcam_out",
                          help="folder for the overlays (default ./onnxcam_out)")
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
+    explain.add_argument("--boxes", action="store_true",
+                         help="draw each map's weakly-supervised boxes (always listed in the JSON)")
+    explain.add_argument("--box-threshold", type=float, default=0.15,
+                         help="boxes: the map at or above this fraction of its peak (default 0.15)")
+    explain.add_argument("--box-mode", default="largest", choices=("largest", "all"),
+                         help="boxes: the largest connected segment, or all of them (default largest)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
     explain.add_argument("--forward-batch-size", type=int, default=32,
                          help="rows per extra forward pass of scorecam, ablationcam, smoothgrad "
@@ -174,6 +185,9 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--cache", action="store_true",
                          help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
     explain.set_defaults(run=_explain)
+
+    from onnxcam.evaluate import add_evaluate_parser
+    add_evaluate_parser(commands)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")
     info.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME under models/")

@@ -7,8 +7,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from onnxcam.boxes import Box
 from onnxcam.explainer import ExplainResult
-from onnxcam.overlay import gradient_image, overlay
+from onnxcam.overlay import draw_boxes, gradient_image, overlay
 
 TILE_HEIGHT = 224  # pixels of image in every tile
 MIN_TILE_WIDTH, MAX_TILE_WIDTH = 112, 448  # tile width follows the photo's aspect, within these
@@ -58,28 +59,33 @@ def arrange(cells: Sequence[Sequence[Optional[np.ndarray]]]) -> np.ndarray:
 
 
 def explanation_view(result: ExplainResult, i: int, k: int, image: np.ndarray, alpha: float,
-                     as_image: bool) -> np.ndarray:
+                     as_image: bool, boxes: Sequence[Box] = ()) -> np.ndarray:
     """Target ``k`` of image ``i``: a heatmap overlay, or (``as_image``) the attribution
-    rendered as an image (guided backprop)."""
+    rendered as an image (guided backprop); ``boxes`` drawn on it."""
     if as_image:
-        return gradient_image(result.attributions[i, k], result.geometries[i])
-    return overlay(image, result.heatmaps[i][k], alpha)
+        view = gradient_image(result.attributions[i, k], result.geometries[i])
+    else:
+        view = overlay(image, result.heatmaps[i][k], alpha)
+    return draw_boxes(view, boxes) if boxes else view
 
 
 def figure(results: Sequence[ExplainResult], i: int, alpha: float = 0.5,
-           as_image: Sequence[bool] = ()) -> np.ndarray:
+           as_image: Sequence[bool] = (), boxes: Optional[Sequence[Sequence[Sequence[Box]]]] = None
+           ) -> np.ndarray:
     """Image ``i`` and every (method, target) explanation of it, as one RGB grid.
 
     The shorter of the two dimensions (methods, targets) runs down the rows; each row starts
     with the photo and holds the explanations along the other, at most MAX_COLUMNS per line.
     Titles: the method, then the class name (or index) and its probability.
-    ``as_image[m]``: render method m's attributions as images rather than overlays.
+    ``as_image[m]``: render method m's attributions as images rather than overlays;
+    ``boxes[m][k]``: boxes drawn on method m's view of target k.
     """
     image = results[0].images[i]
     width = tile_width(image.shape)
     count = results[0].classes.shape[1]
     views = [[titled_tile(
-        explanation_view(result, i, k, image, alpha, bool(as_image[m]) if as_image else False),
+        explanation_view(result, i, k, image, alpha, bool(as_image[m]) if as_image else False,
+                         boxes[m][k] if boxes else ()),
         [result.method, f"{result.label(i, k) or result.classes[i, k]} ({result.probs[i, k]:.2f})"],
         width) for k in range(count)] for m, result in enumerate(results)]
     if len(results) > count:  # one row per target, methods across

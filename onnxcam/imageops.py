@@ -161,6 +161,20 @@ class Geometry:
         out[~(inside_y[:, None] & inside_x[None, :])] = 0.0
         return out
 
+    def to_input(self, map_original: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_original`: a map over the original image, resized as the
+        image was (area averaging when shrinking, bilinear otherwise) and cropped as it was
+        (zero where the crop pads), at the network input resolution."""
+        map_hw = np.asarray(map_original, np.float32)
+        if map_hw.shape != tuple(self.original):
+            raise ValueError(f"expected a map of shape {self.original}, got {map_hw.shape}")
+        height, width = self.resized
+        if (height, width) != map_hw.shape:
+            shrink = height <= map_hw.shape[0] and width <= map_hw.shape[1]
+            map_hw = cv2.resize(map_hw, (width, height),
+                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return _crop(map_hw, *self.offset, *self.input_size)
+
 
 def _crop(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
     """A height x width window at (top, left), zero-filled where it leaves the image."""

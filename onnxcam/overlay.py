@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,18 @@ def overlay(image_rgb_uint8: np.ndarray, heatmap01: np.ndarray, alpha: float = 0
     if heat.shape != image.shape[:2]:
         heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return cv2.addWeighted(colorize(heat), alpha, image, 1.0 - alpha, 0.0)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[int]]) -> np.ndarray:
+    """A copy of ``rgb`` with each box [x0, y0, x1, y1] (pixel edges, x1 and y1 exclusive)
+    drawn as a white frame with a black outline, its width growing with the image."""
+    out = np.ascontiguousarray(rgb).copy()
+    width = max(1, round(min(out.shape[:2]) / 150))
+    for x0, y0, x1, y1 in boxes:
+        corners = (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1)
+        cv2.rectangle(out, *corners, (0, 0, 0), 3 * width)
+        cv2.rectangle(out, *corners, (255, 255, 255), width)
+    return out
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
