@@ -212,18 +212,30 @@ def fit(image: np.ndarray, info: ArtifactInfo) -> tuple[np.ndarray, Geometry]:
     return _crop(resized, top, left, h, w), Geometry((h0, w0), (rh, rw), (top, left), (h, w))
 
 
-def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
-    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry."""
+def fit_pixels(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
+    """RGB uint8 images fitted to the input (see :func:`fit`) as float32 [N, 3, H, W] pixels in
+    [0, 1], before normalization, plus each image's Geometry."""
     h, w = info.input_size
-    mean = np.asarray(info.mean, np.float32)
-    std = np.asarray(info.std, np.float32)
-    batch = np.empty((len(images), 3, h, w), np.float32)
+    pixels = np.empty((len(images), 3, h, w), np.float32)
     geometries = []
     for i, image in enumerate(images):
         fitted, geometry = fit(image, info)
-        batch[i] = ((fitted.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+        pixels[i] = (fitted.astype(np.float32) / 255.0).transpose(2, 0, 1)
         geometries.append(geometry)
-    return batch, geometries
+    return pixels, geometries
+
+
+def normalize(pixels: np.ndarray, info: ArtifactInfo) -> np.ndarray:
+    """Pixels [..., 3, H, W] in [0, 1] to the network's input: (x - mean) / std per channel."""
+    mean = np.asarray(info.mean, np.float32)[:, None, None]
+    std = np.asarray(info.std, np.float32)[:, None, None]
+    return ((pixels - mean) / std).astype(np.float32)
+
+
+def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
+    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry."""
+    pixels, geometries = fit_pixels(images, info)
+    return normalize(pixels, info), geometries
 
 
 def identity_geometry(info: ArtifactInfo) -> Geometry:

@@ -28,7 +28,7 @@ import numpy as np
 
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, fit
+from onnxcam.imageops import Geometry, fit_pixels, normalize
 from onnxcam.runner import Batch, target_scores
 
 if TYPE_CHECKING:
@@ -75,13 +75,11 @@ class Scene:
         sources = list(_image_stream(images))
         if not sources:
             raise OnnxcamError("images: nothing to evaluate")
-        originals = [_load_one(image, i) for i, image in enumerate(sources)]
-        info = explainer.info
-        fitted = [fit(image, info) for image in originals]
-        pixels = np.stack([f.transpose(2, 0, 1) for f, _ in fitted]).astype(np.float32) / 255.0
+        pixels, geometries = fit_pixels([_load_one(image, i) for i, image in enumerate(sources)],
+                                        explainer.info)
         rows = target_matrix(targets, top_k, len(pixels), explainer.num_classes)
-        batch = Batch(_normalize(pixels, info), rows, np.zeros((len(pixels), 0), np.float32), {},
-                      explainer.runner, forward_batch_size, progress)
+        batch = Batch(normalize(pixels, explainer.info), rows, np.zeros((len(pixels), 0), np.float32),
+                      {}, explainer.runner, forward_batch_size, progress)
         batch.logits = batch.logits_of_inputs("images", len(pixels), lambda a, b: batch.inputs[a:b])
         ranked = np.argsort(-batch.logits.astype(np.float64), axis=1, kind="stable")
         batch.classes = np.where(rows < 0, np.take_along_axis(ranked, np.maximum(-rows - 1, 0), axis=1),
@@ -89,7 +87,7 @@ class Scene:
         if names is None:
             names = [str(image) if isinstance(image, (str, os.PathLike)) else f"images[{i}]"
                      for i, image in enumerate(sources)]
-        return cls(pixels, [g for _, g in fitted], batch.classes, target_scores(
+        return cls(pixels, geometries, batch.classes, target_scores(
             batch.logits, batch.classes, "softmax"), batch, list(names))
 
     @property
@@ -101,7 +99,7 @@ class Scene:
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Pixel-space rows [M, 3, H, W] to the network's normalized input."""
-        return _normalize(pixels, self.info)
+        return normalize(pixels, self.info)
 
     def blurred(self, i: int) -> np.ndarray:
         """Image ``i`` blurred (Gaussian, 11 x 11, sigma 5): [3, H, W]."""
@@ -286,9 +284,3 @@ def check_fill(fill: str) -> str:
     if fill not in FILLS:
         raise OnnxcamError(f"fill: expected one of {', '.join(FILLS)}, got {fill!r}")
     return fill
-
-
-def _normalize(pixels: np.ndarray, info: ArtifactInfo) -> np.ndarray:
-    mean = np.asarray(info.mean, np.float32)[:, None, None]
-    std = np.asarray(info.std, np.float32)[:, None, None]
-    return ((pixels - mean) / std).astype(np.float32)
