@@ -1,9 +1,9 @@
 """The README's evaluation tables: CAM-family maps of the pretrained EfficientNet-Lite0 scored
 with every metric of ``onnxcam evaluate`` on scikit-image's photos, in the groups of the
 Grad-CAM++ paper's comparison: single objects (six photos, object boxes drawn by hand), and
-composites of two square crops side by side (the same class twice, the photo beside its mirror
-image, scored against both objects' boxes; two classes, each class's map scored against its own
-half).
+composites of two square crops side by side (the same class twice: the photo beside its mirror
+image, or beside a copy at 60 % on grey, scored against both objects' boxes; two classes, each
+class's map scored against its own half).
 
     python benchmarks/evaluation.py            # about an hour on 2 busy cores (Score-CAM: 1280 passes a map)
 
@@ -38,6 +38,8 @@ OBJECTS = {  # name: (class, box)
     "rocket": (MISSILE, [300, 125, 345, 410]),  # the rocket on its pad (Lite0's second class)
 }
 SAME_CLASS = ("chelsea", "coffee", "camera", "motorcycle")  # each beside its mirror image
+SMALLER = ("chelsea", "coffee")  # each beside a copy at SCALE on grey: instances of unequal size
+SCALE = 0.6
 TWO_CLASSES = (("chelsea", "coffee"), ("motorcycle", "coffee"), ("motorcycle", "chelsea"))
 TITLES = {"single": "Single objects", "same_class": "The same class twice",
           "two_classes": "Two classes, each map against its own half"}
@@ -86,6 +88,17 @@ def build(out: Path) -> dict[str, Path]:
         save(groups["same_class"], f"{name}_twice", np.concatenate([crop, crop[:, ::-1]], axis=1))
         boxes["same_class"][f"{name}_twice.png"] = {
             str(OBJECTS[name][0]): [[x0, y0, x1, y1], [2 * HALF - x1, y0, 2 * HALF - x0, y1]]}
+    for name in SMALLER:
+        crop, box = square(name)
+        side = round(SCALE * HALF)
+        offset = (HALF - side) // 2
+        small = np.full_like(crop, 127)
+        small[offset:offset + side, offset:offset + side] = cv2.resize(crop, (side, side),
+                                                                       interpolation=cv2.INTER_AREA)
+        save(groups["same_class"], f"{name}_smaller", np.concatenate([crop, small], axis=1))
+        boxes["same_class"][f"{name}_smaller.png"] = {str(OBJECTS[name][0]): [
+            box, [HALF + offset + round(SCALE * box[0]), offset + round(SCALE * box[1]),
+                  HALF + offset + round(SCALE * box[2]), offset + round(SCALE * box[3])]]}
     for left, right in TWO_CLASSES:
         save(groups["two_classes"], f"{left}_{right}", np.concatenate([square(left)[0], square(right)[0]], axis=1))
         boxes["two_classes"][f"{left}_{right}.png"] = {str(OBJECTS[left][0]): [[0, 0, HALF, HALF]],

@@ -65,7 +65,7 @@ def test_correct_map_beats_random_and_inverted_maps(evidence, photos):
             "inverted": [1.0 - heat for heat in result.heatmaps]}
     got = {name: scores(scene, heat, square_boxes()) for name, heat in maps.items()}
     lower = ["drop", "remove_most", "deletion_auc", "road_morf"]
-    higher = ["remove_least", "insertion_auc", "road_lerf", "pointing", "iou", "energy", "found"]
+    higher = ["remove_least", "insertion_auc", "road_lerf", "pointing", "iou", "energy", "least_energy", "found"]
     for good in ("gradcam", "square"):
         for bad in ("random", "inverted"):
             for name in lower:
@@ -127,6 +127,26 @@ def test_imputation_equals_road_reference():
     np.testing.assert_array_equal(ours[:, ~removed], image[:, ~removed])
     noisy = noisy_linear_imputation(image, removed, 0.01 * rng.standard_normal(image.shape))
     assert 0.005 < np.std(noisy[:, removed] - ours[:, removed]) < 0.015
+
+
+def test_localization_values_by_hand():
+    """Two blobs (sums 100 and 50), boxed exactly: the values follow from their definitions."""
+    from onnxcam.boxes import Box
+
+    heat = np.zeros((40, 60), np.float32)
+    heat[5:15, 5:15] = 1.0
+    heat[20:30, 40:50] = 0.5
+    first, second = Box(5, 5, 15, 15), Box(40, 20, 50, 30)
+    both = Localization(tolerance=0).one(heat, [first, second])
+    assert both == pytest.approx({"pointing": 100.0, "iou": 1.0, "energy": 100.0,
+                                  "least_energy": 100 / 3, "found": 100.0})
+    # the peak (row 5, column 5) is 38.1 pixels from the second box
+    alone = Localization(tolerance=38).one(heat, [second])
+    assert alone == pytest.approx({"pointing": 0.0, "iou": 0.0, "energy": 100 / 3,
+                                   "least_energy": 100 / 3, "found": 100.0})
+    assert Localization(tolerance=38.1).one(heat, [second])["pointing"] == 100.0
+    assert Localization(threshold=0.6).one(heat, [first, second])["found"] == 50.0
+    assert Localization().one(heat, [Box(0, 0, 10, 10)])["iou"] == pytest.approx(25 / 175)
 
 
 def test_batch_equals_mean_of_images(evidence, photos):

@@ -74,7 +74,8 @@ class Localization(Metric):
     - *iou*: the IoU of the map's box (:func:`onnxcam.boxes.map_boxes`, largest segment at
       ``threshold`` of the peak) with the best-matching given box;
     - *energy* (Score-CAM's energy-based pointing game): the share of the map's sum inside the
-      union of the boxes, in percent;
+      union of the boxes, in percent; *least_energy*: the smallest share any one box holds (the
+      same for one box; with several instances, how well the least covered one is covered);
     - *found*: the share of the given boxes, in percent, that some segment of the map at
       ``threshold`` matches with IoU >= 0.5 (several instances need several segments).
 
@@ -82,7 +83,9 @@ class Localization(Metric):
 
     name = "localization"
     values = (Value("pointing", "pointing game %", HIGHER), Value("iou", "box IoU", HIGHER),
-              Value("energy", "energy in box %", HIGHER), Value("found", "boxes found %", HIGHER))
+              Value("energy", "energy in box %", HIGHER),
+              Value("least_energy", "energy in least-covered box %", HIGHER),
+              Value("found", "boxes found %", HIGHER))
     needs_boxes = True
 
     def __init__(self, tolerance: float = TOLERANCE, threshold: float = THRESHOLD):
@@ -104,16 +107,19 @@ class Localization(Metric):
         return values, {}
 
     def one(self, heat: np.ndarray, truth: list[Box]) -> dict[str, float]:
-        """The four values for one map and its boxes."""
+        """The values for one map and its boxes."""
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        total = heat.sum(dtype=np.float64)
         inside = np.zeros(heat.shape, bool)
         for box in truth:
             inside[box.y0:box.y1, box.x0:box.x1] = True
+        each = [heat[box.y0:box.y1, box.x0:box.x1].sum(dtype=np.float64) / total for box in truth]
         largest = map_boxes(heat, self.threshold)
         segments = map_boxes(heat, self.threshold, mode="all")
         return {
             "pointing": 100.0 * any(distance(x, y, box) <= self.tolerance for box in truth),
             "iou": max((iou(largest[0], box) for box in truth), default=0.0) if largest else 0.0,
-            "energy": 100.0 * float(heat[inside].sum(dtype=np.float64) / heat.sum(dtype=np.float64)),
+            "energy": 100.0 * float(heat[inside].sum(dtype=np.float64) / total),
+            "least_energy": 100.0 * float(min(each)),
             "found": 100.0 * np.mean([any(iou(s, box) >= MATCH_IOU for s in segments) for box in truth]),
         }
