@@ -10,7 +10,9 @@ import numpy as np
 
 from onnxcam.artifact import LOGITS, TARGET_INDICES
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
+from onnxcam.imageops import (
+    DEFAULT_MAX_PIXELS, Geometry, check_pixels, identity_geometry, load_image, preprocess, to_rgb_uint8,
+)
 from onnxcam.methods import InGraphMap, Method, normalize_maps, resize_maps
 from onnxcam.registry import get_method
 from onnxcam.runner import Batch, GraphRunner
@@ -94,10 +96,14 @@ class Explainer:
     """An explain-graph loaded with onnxruntime, ready to explain images."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False):
+                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         """``providers``: onnxruntime providers (default CUDA when available, else CPU);
-        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`."""
+        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`;
+        ``max_pixels``: the largest image (width x height) accepted, checked from a file's
+        header before decoding (None: no limit)."""
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
 
@@ -135,8 +141,11 @@ class Explainer:
         images = list(images)
         if not images:
             raise OnnxcamError("images: nothing to explain")
-        return [load_image(image) if isinstance(image, (str, os.PathLike))
-                else to_rgb_uint8(image, f"images[{i}]") for i, image in enumerate(images)]
+        loaded = [load_image(image, self.max_pixels) if isinstance(image, (str, os.PathLike))
+                  else to_rgb_uint8(image, f"images[{i}]") for i, image in enumerate(images)]
+        for i, image in enumerate(loaded):
+            check_pixels(image.shape[1], image.shape[0], self.max_pixels, f"images[{i}]")
+        return loaded
 
     def _check_normalized(self, batch: np.ndarray) -> np.ndarray:
         """Validate a preprocessed [N, 3, H, W] batch."""

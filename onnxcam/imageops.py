@@ -5,13 +5,14 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
+from onnxcam.imagesize import image_size
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # IEND chunk type and its CRC
@@ -87,31 +88,64 @@ def _bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array; OnnxcamError if it cannot be read."""
-    def fail(reason: str) -> OnnxcamError:
-        return OnnxcamError(f"{path}: cannot read image ({reason})")
+DEFAULT_MAX_PIXELS = 40_000_000  # about 40 megapixels: 7300 x 5500, or a 8K frame five times over
+SUPPORTED_FORMATS = "PNG, JPEG, GIF, BMP, WebP, TIFF, PBM/PGM/PPM"
 
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except OSError as error:
-        raise fail(error.strerror or type(error).__name__) from None
+
+class UnsupportedImage(OnnxcamError):
+    """The data is not an image in a format whose size can be read from its header."""
+
+
+class ImageTooLarge(OnnxcamError):
+    """The image has more pixels than the limit allows."""
+
+
+def check_pixels(width: int, height: int, max_pixels: Optional[int], name: str) -> None:
+    """ImageTooLarge when ``width`` x ``height`` exceeds ``max_pixels`` (None or 0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: image is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels), "
+            f"over the limit of {max_pixels / 1e6:g} megapixels (--max-pixels or max_pixels= raises it)")
+
+
+def decode_image(data: bytes, name: str = "image",
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes as an HxWx3 uint8 RGB array. The size is read from the
+    header and checked against ``max_pixels`` before any pixel is decoded; OnnxcamError
+    (UnsupportedImage, ImageTooLarge) names ``name`` and the reason when it cannot be read."""
+    def fail(reason: str, kind: type[OnnxcamError] = OnnxcamError) -> OnnxcamError:
+        return kind(f"{name}: cannot read image ({reason})")
+
     if not data:
         raise fail("empty file")
     if _truncated(data):
         raise fail("truncated file")
+    size = image_size(data)
+    if size is None:
+        raise fail(f"not a supported image format ({SUPPORTED_FORMATS}), or corrupt", UnsupportedImage)
+    check_pixels(*size, max_pixels, name)
     # JPEGs go through IMREAD_COLOR so EXIF orientation is applied; others keep alpha and depth.
     flags = cv2.IMREAD_COLOR if data.startswith(b"\xff\xd8") else cv2.IMREAD_UNCHANGED
     with _quiet_opencv():
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
-        raise fail("not a supported image format, or corrupt")
+        raise fail("corrupt, or a variant of its format that cannot be decoded")
+    check_pixels(image.shape[1], image.shape[0], max_pixels, name)
     try:
         return _bgr_to_rgb(image)
     except ValueError as error:
         raise fail(str(error)) from None
+
+
+def load_image(path: str | os.PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 RGB array (see :func:`decode_image`)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise OnnxcamError(f"{path}: cannot read image (no such file)") from None
+    except OSError as error:
+        raise OnnxcamError(f"{path}: cannot read image ({error.strerror or type(error).__name__})") from None
+    return decode_image(data, str(path), max_pixels)
 
 
 def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:

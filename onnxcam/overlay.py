@@ -34,15 +34,21 @@ def overlay(image_rgb_uint8: np.ndarray, heatmap01: np.ndarray, alpha: float = 0
     return cv2.addWeighted(colorize(heat), alpha, image, 1.0 - alpha, 0.0)
 
 
+def encode_png(rgb: np.ndarray, name: str = "image") -> bytes:
+    """An RGB uint8 image as the bytes of a PNG file."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OnnxcamError(f"{name}: cannot encode PNG")
+    return encoded.tobytes()
+
+
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image as PNG, creating parent folders; returns the path."""
     path = Path(path)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(rgb), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OnnxcamError(f"{path}: cannot encode PNG")
+    encoded = encode_png(rgb, str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encoded.tobytes())
+        path.write_bytes(encoded)
     except OSError as error:
         raise OnnxcamError(f"{path}: cannot write ({error.strerror or type(error).__name__})") from None
     return path
