@@ -1,4 +1,4 @@
-"""The ``onnxcam`` command line: ``explain``, ``info`` and (with PyTorch) ``export``."""
+"""The ``onnxcam`` command line: ``explain``, ``info``, ``serve`` and (with PyTorch) ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,9 @@ from typing import Optional, Sequence
 from onnxcam import __version__
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.export import EXPORT_HINT
+from onnxcam.imageops import DEFAULT_MAX_PIXELS
+from onnxcam.serve import command as serve_command
+
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
             "threads": "--threads", "method": "--method", "samples": "--samples",
             "noise": "--noise", "batch_size": "--batch-size",
@@ -42,7 +45,7 @@ def _explain_chunk(explainer, methods, args: argparse.Namespace, chunk: list[tup
     loaded, ok = [], True
     for path, name in chunk:
         try:
-            loaded.append((path, name, load_image(path)))
+            loaded.append((path, name, load_image(path, explainer.max_pixels)))
         except OnnxcamError as error:
             progress.message(f"onnxcam: {error}")
             ok = False
@@ -86,7 +89,8 @@ def _explain(args: argparse.Namespace) -> int:
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
     explainer = Explainer(args.model, _providers(args.providers), args.threads,
-                          spinning=not args.no_spinning, cache=args.cache)
+                          spinning=not args.no_spinning, cache=args.cache,
+                          max_pixels=args.max_pixels or None)
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -165,6 +169,17 @@ def _bench(arguments: Sequence[str]) -> int:
     return 0
 
 
+def pixel_count(text: str) -> int:
+    """A ``--max-pixels`` value: an integer, in plain or exponent notation (4e7); 0 = no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}")
+    return int(value)
+
+
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
     from onnxcam.registry import METHODS
@@ -205,6 +220,9 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                          help="waiting onnxruntime threads sleep instead of busy-waiting")
     explain.add_argument("--cache", action="store_true",
                          help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
+    explain.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                         help="largest image accepted, width x height, read from the file's header "
+                              f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
     explain.set_defaults(run=_explain)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")
@@ -216,6 +234,11 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     if with_export:
         _export_module().add_export_arguments(export)
     export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="explain images over HTTP, with a page for people "
+                                              f"(needs {serve_command.INSTALL_HINT})")
+    serve_command.add_arguments(serve, pixel_count)
+    serve.set_defaults(run=serve_command.run)
 
     # listed for --help only: main() hands every argument after `bench` to benchmarks/bench.py
     commands.add_parser("bench", help="time onnxcam against plain inference and the torch libraries "

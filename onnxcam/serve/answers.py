@@ -1,0 +1,61 @@
+"""The bodies of ``POST /v1/explain`` answers: JSON with base64 PNG overlays, or one PNG."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from onnxcam.grid import explanation_view, figure
+from onnxcam.overlay import encode_png
+from onnxcam.serve.models import Explained
+from onnxcam.serve.params import ExplainOptions
+
+TOP_PREDICTIONS = 5
+
+
+def _class_entry(labels, index: int, prob: float) -> dict:
+    return {"class": int(index), "label": labels[int(index)] if labels else None,
+            "prob": round(float(prob), 6)}
+
+
+def _predictions(logits: np.ndarray, labels) -> list[dict]:
+    """The model's most probable classes for one image."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    probs = shifted / shifted.sum()
+    best = np.argsort(-probs, kind="stable")[:TOP_PREDICTIONS]
+    return [_class_entry(labels, c, probs[c]) for c in best]
+
+
+def _view(done: Explained, m: int, k: int, image_output: dict[str, bool], alpha: float) -> np.ndarray:
+    result, i = done.results[m], done.index
+    return explanation_view(result, i, k, result.images[i], alpha, image_output[result.method])
+
+
+def json_answer(model: str, done: Explained, options: ExplainOptions,
+                image_output: dict[str, bool], times: dict[str, float]) -> dict:
+    """Predictions, and per method and class the overlay as base64 PNG (and the raw map)."""
+    first, i = done.results[0], done.index
+    height, width = first.images[i].shape[:2]
+    explained = [_class_entry(first.labels, c, p) for c, p in zip(first.classes[i], first.probs[i])]
+    explanations = []
+    for m, result in enumerate(done.results):
+        for k, target in enumerate(explained):
+            entry = {"method": result.method, **target,
+                     "zero_map": bool(result.zero_maps[i, k]),
+                     "overlay_png": base64.b64encode(
+                         encode_png(_view(done, m, k, image_output, options.alpha))).decode("ascii")}
+            if options.raw:
+                entry["map"] = result.raw_maps[i, k].tolist()
+            explanations.append(entry)
+    return {"model": model, "width": width, "height": height,
+            "predictions": _predictions(first.logits[i], first.labels), "classes": explained,
+            "explanations": explanations, "batch_size": done.batch_size,
+            "time_ms": {name: round(seconds * 1e3, 2) for name, seconds in times.items()}}
+
+
+def png_answer(done: Explained, options: ExplainOptions, image_output: dict[str, bool]) -> bytes:
+    """The overlay of a single method and class; the titled grid for several."""
+    if len(done.results) == 1 and done.results[0].classes.shape[1] == 1:
+        return encode_png(_view(done, 0, 0, image_output, options.alpha))
+    flags = [image_output[result.method] for result in done.results]
+    return encode_png(figure(done.results, done.index, options.alpha, flags))
