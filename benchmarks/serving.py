@@ -81,7 +81,7 @@ def multipart(image: bytes, fields: dict, filename: str = "image.png") -> tuple[
 
 class Server:
     """``onnxcam serve ARGS`` in a subprocess on a free loopback port; a context manager that
-    waits for it to listen and stops it (SIGTERM) on exit. Its log goes to ``log``."""
+    waits until it answers ``/healthz`` and stops it (SIGTERM) on exit. Its log goes to ``log``."""
 
     def __init__(self, args: Sequence[str], log: Path, cwd: Optional[Path] = None,
                  env: Optional[dict[str, str]] = None, start_timeout: float = 120.0):
@@ -105,13 +105,18 @@ class Server:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             cwd=self.cwd, env=self.env)
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             found = _LISTENING.search(self.log.read_text(errors="replace"))
-            if found:
+            if found:  # the port is bound; ready once /healthz answers (workers start later)
                 self.port = int(found.group(1))
-                return
-            if self.process.poll() is not None:
-                break
+                probe = self.client()
+                try:
+                    if probe.request("GET", "/healthz").status == 200:
+                        return
+                except ConnectionError:
+                    pass
+                finally:
+                    probe.close()
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"onnxcam serve did not start: {self.log.read_text(errors='replace')[-2000:]}")

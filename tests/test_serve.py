@@ -260,6 +260,20 @@ def test_ctrl_c_exits_0_and_several_models_are_served(model, tmp_path, photos_by
         assert server.process.wait(60) == 0
 
 
+def test_workers_share_the_port_and_add_up_their_metrics(model, tmp_path, photos_bytes):
+    with Server([model, "--workers", "2"], tmp_path / "server.log", env=ENV) as server:
+        client = server.client()
+        for _ in range(4):
+            client.close()  # a new connection each time, so both workers may take some
+            assert client.explain(photos_bytes["chelsea.png"]).status == 200
+        metrics = client.request("GET", "/metrics").body.decode()
+        assert re.search(r'^onnxcam_requests_total\{path="/v1/explain",status="200"\} 4.0$', metrics, re.M), metrics
+        code = server.stop()
+    assert code == 0
+    workers = re.findall(r"Started server process \[(\d+)\]", (tmp_path / "server.log").read_text())
+    assert len(set(workers)) == 2
+
+
 def test_serve_command_errors(model, tmp_path, monkeypatch, capsys):
     from onnxcam.cli import main
 

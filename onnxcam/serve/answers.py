@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Optional
 
 import numpy as np
 
@@ -31,8 +32,8 @@ def _view(done: Explained, m: int, k: int, image_output: dict[str, bool], alpha:
     return explanation_view(result, i, k, result.images[i], alpha, image_output[result.method])
 
 
-def json_answer(model: str, done: Explained, options: ExplainOptions,
-                image_output: dict[str, bool], times: dict[str, float]) -> dict:
+def json_answer(model: str, done: Explained, options: ExplainOptions, image_output: dict[str, bool],
+                times: dict[str, float], png_level: Optional[int] = None) -> dict:
     """Predictions, and per method and class the overlay as base64 PNG (and the raw map)."""
     first, i = done.results[0], done.index
     height, width = first.images[i].shape[:2]
@@ -43,7 +44,8 @@ def json_answer(model: str, done: Explained, options: ExplainOptions,
             entry = {"method": result.method, **target,
                      "zero_map": bool(result.zero_maps[i, k]),
                      "overlay_png": base64.b64encode(
-                         encode_png(_view(done, m, k, image_output, options.alpha))).decode("ascii")}
+                         encode_png(_view(done, m, k, image_output, options.alpha), level=png_level)
+                     ).decode("ascii")}
             if options.raw:
                 entry["map"] = result.raw_maps[i, k].tolist()
             explanations.append(entry)
@@ -53,9 +55,10 @@ def json_answer(model: str, done: Explained, options: ExplainOptions,
             "time_ms": {name: round(seconds * 1e3, 2) for name, seconds in times.items()}}
 
 
-def png_answer(done: Explained, options: ExplainOptions, image_output: dict[str, bool]) -> bytes:
+def png_answer(done: Explained, options: ExplainOptions, image_output: dict[str, bool],
+               png_level: Optional[int] = None) -> bytes:
     """The overlay of a single method and class; the titled grid for several."""
     if len(done.results) == 1 and done.results[0].classes.shape[1] == 1:
-        return encode_png(_view(done, 0, 0, image_output, options.alpha))
+        return encode_png(_view(done, 0, 0, image_output, options.alpha), level=png_level)
     flags = [image_output[result.method] for result in done.results]
-    return encode_png(figure(done.results, done.index, options.alpha, flags))
+    return encode_png(figure(done.results, done.index, options.alpha, flags), level=png_level)

@@ -42,6 +42,7 @@ class ServeConfig:
     threads: Optional[int] = None
     providers: Optional[list[str]] = None
     spinning: bool = False
+    png_level: Optional[int] = 0  # overlay PNG compression (onnxcam.overlay.encode_png)
     boxes: bool = field(default=False, repr=False)  # set from what this onnxcam can compute
 
     def to_json(self) -> str:
@@ -138,13 +139,13 @@ def create_app(config: ServeConfig) -> Starlette:
         done = await future
         explained = time.perf_counter()
         if options.format == "png":
-            png = await run_in_threadpool(png_answer, done, options, model.image_output)
+            png = await run_in_threadpool(png_answer, done, options, model.image_output, config.png_level)
             return Response(png, media_type="image/png")
 
         def answer() -> JSONResponse:
             times = {"decode": decoded - start, "wait": explained - decoded - done.run_seconds,
                      "run": done.run_seconds}
-            body = json_answer(model.name, done, options, model.image_output, times)
+            body = json_answer(model.name, done, options, model.image_output, times, config.png_level)
             body["time_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 2)
             return JSONResponse(body)
         return await run_in_threadpool(answer)
