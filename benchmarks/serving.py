@@ -39,6 +39,18 @@ class Client:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: Optional[dict[str, str]] = None) -> Response:
+        """One request; on a kept-alive connection the server closed meanwhile (uvicorn closes
+        idle ones after 5 s), once more on a new connection."""
+        reused = self._connection is not None
+        try:
+            return self._send(method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+        return self._send(method, path, body, headers)
+
+    def _send(self, method: str, path: str, body: bytes | None,
+              headers: Optional[dict[str, str]]) -> Response:
         if self._connection is None:
             self._connection = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
         try:
