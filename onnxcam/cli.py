@@ -35,52 +35,12 @@ def _providers(text: Optional[str]) -> Optional[list[str]]:
     return [p for p in text.split(",") if p.strip()] if text else None
 
 
-def _explain_chunk(explainer, methods, args: argparse.Namespace, chunk: list[tuple[Path, str]],
-                   progress) -> bool:
-    """Explain one batch of image files, write the pictures, print JSON lines; False if any failed."""
-    from onnxcam.grid import explanation_view, figure
-    from onnxcam.imageops import load_image
-    from onnxcam.overlay import save_png
-
-    loaded, ok = [], True
-    for path, name in chunk:
-        try:
-            loaded.append((path, name, load_image(path, explainer.max_pixels)))
-        except OnnxcamError as error:
-            progress.message(f"onnxcam: {error}")
-            ok = False
-    if not loaded:
-        return ok
-    results = explainer.explain_methods(
-        [image for _, _, image in loaded], methods, targets=args.target, top_k=args.top_k,
-        batch_size=args.batch_size, samples=args.samples, noise=args.noise,
-        forward_batch_size=args.forward_batch_size, progress=True)
-    as_image = [method.image_output for method in methods]
-    out = Path(args.output_dir)
-    for i, (path, name, image) in enumerate(loaded):
-        overlays = [str(save_png(out / f"{name}_{result.method}_{k + 1}.png",
-                                 explanation_view(result, i, k, image, args.alpha, flag)))
-                    for result, flag in zip(results, as_image) for k in range(result.classes.shape[1])]
-        grid = save_png(out / f"{name}_grid.png", figure(results, i, args.alpha, as_image))
-        first = results[0]
-        print(json.dumps({
-            "image": str(path),
-            "classes": first.classes[i].tolist(),
-            "labels": [first.label(i, k) for k in range(first.classes.shape[1])],
-            "probs": [round(float(p), 6) for p in first.probs[i]],
-            "methods": [result.method for result in results],
-            "overlays": overlays,
-            "zero_maps": [flag for result in results for flag in result.zero_maps[i].tolist()],
-            "grid": str(grid),
-        }), flush=True)
-    return ok
-
-
 def _explain(args: argparse.Namespace) -> int:
     from onnxcam.explainer import Explainer, target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
     from onnxcam.progress import Progress
     from onnxcam.registry import parse_methods
+    from onnxcam.writer import write_explained
 
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
     if not 0.0 <= args.alpha <= 1.0:
@@ -99,15 +59,23 @@ def _explain(args: argparse.Namespace) -> int:
         args.target = list(range(explainer.num_classes))
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
     paths, errors = expand_inputs(args.images)
-    jobs = list(zip(paths, output_stems(paths)))
+    names = output_stems(paths)
+    as_image = [method.image_output for method in methods]
     ok = not errors
-    with Progress(len(jobs)) as progress:
+    with Progress(len(paths)) as progress:
         for line in errors:
             progress.message(f"onnxcam: {line}")
-        for start in range(0, len(jobs), args.batch_size):
-            chunk = jobs[start:start + args.batch_size]
-            ok = _explain_chunk(explainer, methods, args, chunk, progress) and ok
-            progress.update(len(chunk))
+        for part in explainer.explain_iter(
+                paths, methods, targets=args.target, top_k=args.top_k, batch_size=args.batch_size,
+                samples=args.samples, noise=args.noise, forward_batch_size=args.forward_batch_size,
+                progress=True):
+            for _, _, error in part.failures:
+                progress.message(f"onnxcam: {error}")
+            ok = ok and not part.failures
+            for i, (position, source) in enumerate(zip(part.positions, part.sources)):
+                print(json.dumps(write_explained(part.results, i, source, names[position],
+                                                 Path(args.output_dir), args.alpha, as_image)), flush=True)
+            progress.update(len(part.positions) + len(part.failures))
     return 0 if ok else 1
 
 
