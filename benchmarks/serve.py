@@ -8,7 +8,7 @@ For each model (random init, exported once to build/serve-bench/NAME.onnx with
   work in sequence (decode + one batch-1 call + overlay PNG encoding), the floor for a
   one-client latency;
 - ``onnxcam serve`` in a subprocess, with ``--max-batch 1`` and with micro-batching
-  (``--max-batch 16``), loaded by 1, 4 and 16 concurrent keep-alive clients in this
+  (the defaults: ``--max-batch 8 --max-wait-ms 10``), loaded by 1, 4 and 16 concurrent keep-alive clients in this
   process, each posting the same JPEG photo (``top_k=1``, gradcam, JSON answer with the
   base64 overlay) for a bounded number of requests over loopback.
 
@@ -38,8 +38,8 @@ FULL = {"models": ["resnet50", "squeezenet1_1"], "clients": [1, 4, 16], "request
         "batches": [1, 2, 4, 8, 16], "library_seconds": 8.0}
 QUICK = {"models": ["squeezenet1_1"], "clients": [1, 4], "requests": 48, "batches": [1, 4],
          "library_seconds": 2.0}
-MICRO_BATCH = 16
-MAX_WAIT_MS = 5
+SETUPS = {"--max-batch 1": ["--max-batch", "1"],
+          "micro-batching (default --max-batch 8 --max-wait-ms 10)": []}
 
 
 def export(name: str, folder: Path) -> Path:
@@ -142,9 +142,8 @@ def load(port: int, image: bytes, clients: int, requests: int) -> dict:
             "mean_batch": (images - images_before) / max(1.0, runs - runs_before)}
 
 
-def serve(model: Path, image: bytes, max_batch: int, clients: list[int], requests: int, log: Path) -> list[dict]:
-    args = [model, "--max-batch", max_batch, "--max-wait-ms", MAX_WAIT_MS, "--no-access-log"]
-    with Server(args, log, env={"PYTHONPATH": str(ROOT)}) as server:
+def serve(model: Path, image: bytes, options: list[str], clients: list[int], requests: int, log: Path) -> list[dict]:
+    with Server([model, *options, "--no-access-log"], log, env={"PYTHONPATH": str(ROOT)}) as server:
         load(server.port, image, max(clients), 2 * max(clients))  # warm-up
         return [load(server.port, image, count, max(requests, 4 * count)) for count in clients]
 
@@ -191,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         base = lib["throughput"][best]
         entry = {"library": lib, "serve": {}}
         with tempfile.TemporaryDirectory() as logs:
-            for label, max_batch in (("--max-batch 1", 1), (f"micro-batching (--max-batch {MICRO_BATCH})", MICRO_BATCH)):
-                points = serve(model, image, max_batch, plan["clients"], plan["requests"], Path(logs) / "log")
+            for label, options in SETUPS.items():
+                points = serve(model, image, options, plan["clients"], plan["requests"], Path(logs) / "log")
                 entry["serve"][label] = points
                 for point in points:
                     rows.append([name, label, str(point["clients"]), f"{point['throughput']:.1f}",

@@ -93,13 +93,20 @@ def test_routes_answer(server, photos_bytes):
     assert decode_image(one.body).shape == photos.coffee().shape
 
 
-def test_multipart_upload_and_raw_map(server, model, photos_bytes):
+def test_multipart_upload_boxes_and_raw_map(server, model, photos_bytes):
     answer = server.client().explain(photos_bytes["chelsea.png"], form=True, method="gradcam", target=["2", "5"],
-                                     raw="1")
+                                     raw="1", boxes="1")
     assert answer.status == 200, answer.body
     body = answer.json()
     library = Explainer(model).explain(photos.chelsea(), targets=[2, 5])
-    _check_matches_library(body, [library])
+    for k, entry in enumerate(body["explanations"]):
+        assert entry["box"] == list(library.boxes(0, k)[0])
+        x0, y0, x1, y1 = entry["box"]
+        drawn = decode_image(base64.b64decode(entry["overlay_png"]))
+        assert (drawn[y0, x0:x1] == 255).all() and (drawn[y0:y1, x1 - 1] == 255).all()  # the box, in white
+    plain = server.client().explain(photos_bytes["chelsea.png"], form=True, method="gradcam", target=["2", "5"])
+    _check_matches_library(plain.json(), [library])
+    assert "box" not in plain.json()["explanations"][0]
     assert (body["width"], body["height"]) == (451, 300)
     np.testing.assert_allclose(np.array(body["explanations"][1]["map"]), library.raw_maps[0, 1], rtol=1e-5)
     assert len(body["predictions"]) == 5 and body["predictions"][0]["prob"] >= body["predictions"][1]["prob"]

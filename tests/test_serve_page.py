@@ -81,6 +81,12 @@ def test_page_explains_a_photo(lite0, chromium, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(screenshot, ARTIFACTS / "serve_page.png")
 
+        page.check("#boxes")  # the weakly-supervised box, in the caption and drawn on the overlay
+        x0, y0, x1, y1 = library.boxes(0, 0)[0]
+        page.wait_for_function(f"document.querySelector('#overlays figcaption').textContent"
+                               f".endsWith('box {x0},{y0} to {x1},{y1}')")
+        page.uncheck("#boxes")
+
         page.fill("#target", "281")  # pick a class: tabby
         page.dispatch_event("#target", "change")
         page.wait_for_function("document.querySelector('#overlays figcaption').textContent.includes('tabby')")

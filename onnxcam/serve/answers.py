@@ -4,8 +4,10 @@ from __future__ import annotations
 import base64
 from typing import Optional
 
+import cv2
 import numpy as np
 
+from onnxcam.boxes import Box
 from onnxcam.grid import explanation_view, figure
 from onnxcam.overlay import encode_png
 from onnxcam.serve.models import Explained
@@ -27,25 +29,38 @@ def _predictions(logits: np.ndarray, labels) -> list[dict]:
     return [_class_entry(labels, c, probs[c]) for c in best]
 
 
-def _view(done: Explained, m: int, k: int, image_output: dict[str, bool], alpha: float) -> np.ndarray:
+def _box(done: Explained, m: int, k: int) -> Optional[Box]:
+    """The weakly-supervised box of method ``m``, target ``k`` (None for a constant map)."""
+    boxes = done.results[m].boxes(done.index, k)
+    return boxes[0] if boxes else None
+
+
+def _view(done: Explained, m: int, k: int, image_output: dict[str, bool], alpha: float,
+          box: Optional[Box] = None) -> np.ndarray:
+    """The picture of method ``m``, target ``k``, with ``box`` drawn in white."""
     result, i = done.results[m], done.index
-    return explanation_view(result, i, k, result.images[i], alpha, image_output[result.method])
+    view = explanation_view(result, i, k, result.images[i], alpha, image_output[result.method])
+    if box is not None:
+        cv2.rectangle(view, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (255, 255, 255), 2)
+    return view
 
 
 def json_answer(model: str, done: Explained, options: ExplainOptions, image_output: dict[str, bool],
                 times: dict[str, float], png_level: Optional[int] = None) -> dict:
-    """Predictions, and per method and class the overlay as base64 PNG (and the raw map)."""
+    """Predictions, and per method and class the overlay as base64 PNG (with ``boxes`` its box
+    [x0, y0, x1, y1], x1 and y1 exclusive; with ``raw`` the map at layer resolution)."""
     first, i = done.results[0], done.index
     height, width = first.images[i].shape[:2]
     explained = [_class_entry(first.labels, c, p) for c, p in zip(first.classes[i], first.probs[i])]
     explanations = []
     for m, result in enumerate(done.results):
         for k, target in enumerate(explained):
-            entry = {"method": result.method, **target,
-                     "zero_map": bool(result.zero_maps[i, k]),
-                     "overlay_png": base64.b64encode(
-                         encode_png(_view(done, m, k, image_output, options.alpha), level=png_level)
-                     ).decode("ascii")}
+            box = _box(done, m, k) if options.boxes else None
+            view = _view(done, m, k, image_output, options.alpha, box)
+            entry = {"method": result.method, **target, "zero_map": bool(result.zero_maps[i, k]),
+                     "overlay_png": base64.b64encode(encode_png(view, level=png_level)).decode("ascii")}
+            if options.boxes:
+                entry["box"] = None if box is None else list(box)
             if options.raw:
                 entry["map"] = result.raw_maps[i, k].tolist()
             explanations.append(entry)
@@ -59,6 +74,7 @@ def png_answer(done: Explained, options: ExplainOptions, image_output: dict[str,
                png_level: Optional[int] = None) -> bytes:
     """The overlay of a single method and class; the titled grid for several."""
     if len(done.results) == 1 and done.results[0].classes.shape[1] == 1:
-        return encode_png(_view(done, 0, 0, image_output, options.alpha), level=png_level)
+        box = _box(done, 0, 0) if options.boxes else None
+        return encode_png(_view(done, 0, 0, image_output, options.alpha, box), level=png_level)
     flags = [image_output[result.method] for result in done.results]
     return encode_png(figure(done.results, done.index, options.alpha, flags), level=png_level)

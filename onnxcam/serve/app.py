@@ -5,7 +5,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Optional
 
@@ -43,7 +43,6 @@ class ServeConfig:
     providers: Optional[list[str]] = None
     spinning: bool = False
     png_level: Optional[int] = 0  # overlay PNG compression (onnxcam.overlay.encode_png)
-    boxes: bool = field(default=False, repr=False)  # set from what this onnxcam can compute
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -122,7 +121,7 @@ def create_app(config: ServeConfig) -> Starlette:
         data, params = await _image_and_params(request, body_limit)
         names = params.get("model") or [None]
         model = served(names[0])
-        options = parse_options(params, model.explainer, config.boxes)
+        options = parse_options(params, model.explainer)
         if not data:
             raise ClientError(400, "image: the request holds no image (an empty body or file)")
         with model.batcher.arriving():

@@ -64,8 +64,7 @@ def _flag(params: Mapping[str, Sequence[str]], name: str) -> bool:
     return text in ("1", "true", "yes")
 
 
-def parse_options(params: Mapping[str, Sequence[str]], explainer: Explainer,
-                  boxes_available: bool) -> ExplainOptions:
+def parse_options(params: Mapping[str, Sequence[str]], explainer: Explainer) -> ExplainOptions:
     """Validate a request's parameters (query string and form fields) against ``explainer``."""
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
@@ -99,9 +98,6 @@ def parse_options(params: Mapping[str, Sequence[str]], explainer: Explainer,
     fmt = (_single(params, "format") or "json").lower()
     if fmt not in FORMATS:
         raise ClientError(422, f"format: expected json or png, got {fmt!r}")
-    boxes = _flag(params, "boxes")
-    if boxes and not boxes_available:
-        raise ClientError(422, "boxes: this onnxcam cannot compute boxes")
     alpha_text = _single(params, "alpha")
     try:
         alpha = 0.5 if alpha_text is None else float(alpha_text)
@@ -109,4 +105,5 @@ def parse_options(params: Mapping[str, Sequence[str]], explainer: Explainer,
         alpha = -1.0
     if not 0.0 <= alpha <= 1.0:
         raise ClientError(422, f"alpha: expected a number between 0 and 1, got {alpha_text!r}")
-    return ExplainOptions(tuple(dict.fromkeys(names)), row, fmt, boxes, _flag(params, "raw"), alpha)
+    return ExplainOptions(tuple(dict.fromkeys(names)), row, fmt, _flag(params, "boxes"), _flag(params, "raw"),
+                          alpha)

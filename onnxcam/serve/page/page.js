@@ -79,7 +79,8 @@ function show(answer) {
     img.src = "data:image/png;base64," + e.overlay_png;
     figure.appendChild(img);
     caption(figure, `${e.method}: ${e.label ?? e.class} (${(100 * e.prob).toFixed(1)} %)` +
-                    (e.zero_map ? " — nothing to show" : ""));
+                    (e.zero_map ? " — nothing to show" : "") +
+                    (e.box ? `, box ${e.box[0]},${e.box[1]} to ${e.box[2]},${e.box[3]}` : ""));
     overlays.appendChild(figure);
   }
 }
@@ -89,6 +90,7 @@ async function explain() {
   const form = new FormData();
   form.append("image", photo);
   form.append("method", $("method").value);
+  if ($("boxes").checked) form.append("boxes", "1");
   if (model) form.append("model", model.name);
   try {
     if (document.querySelector("input[name=which]:checked").value === "class") {
@@ -148,6 +150,7 @@ async function start() {
   });
   $("explain").addEventListener("click", explain);
   $("method").addEventListener("change", explain);
+  $("boxes").addEventListener("change", explain);
   $("target").addEventListener("change", () => {
     document.querySelector("input[name=which][value=class]").checked = true;
     explain();
