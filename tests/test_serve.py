@@ -138,7 +138,7 @@ def test_load_200_requests_from_8_clients(server, model, photos_bytes):
         return [(name, params, client.explain(photos_bytes[name], **params)) for name, params in share]
 
     with ThreadPoolExecutor(8) as pool:  # warm-up: every variant, concurrently
-        list(pool.map(send, range(8), [jobs[i:i + 2] for i in range(0, 16, 2)]))
+        list(pool.map(send, range(8), [jobs[i:i + 4] for i in range(0, 32, 4)]))
     warm = _rss_settled(server)
     with ThreadPoolExecutor(8) as pool:
         answers = [a for part in pool.map(send, range(8), [jobs[i::8] for i in range(8)]) for a in part]
@@ -159,7 +159,7 @@ def test_load_200_requests_from_8_clients(server, model, photos_bytes):
         before, 'onnxcam_batch_size_sum{model="synthetic"}')
     batches = total(metrics, 'onnxcam_batch_size_count{model="synthetic"}') - total(
         before, 'onnxcam_batch_size_count{model="synthetic"}')
-    assert requests == images == 216
+    assert requests == images == 232
     assert batches < images  # concurrent requests shared runs
     assert 'onnxcam_request_seconds_bucket{le="0.5",path="/v1/explain"}' in metrics
 
@@ -180,6 +180,8 @@ def _bad_requests(photos_bytes) -> list[tuple[str, dict, int, str]]:
         ("class out of range", {"image": png, "target": 8}, 422, "class 8 out of range for a model with 8 classes"),
         ("top_k zero", {"image": png, "top_k": 0}, 422, "top_k: must be between 1 and 8, got 0"),
         ("top_k not a number", {"image": png, "top_k": "three"}, 422, "top_k: expected a whole number, got 'three'"),
+        ("top_k a list", {"image": png, "top_k": "1,2"}, 422, "top_k: expected a whole number, got '1,2'"),
+        ("top_k over the request limit", {"image": png, "top_k": 21}, 422, "top_k: at most 20 classes per request"),
         ("top_k and target", {"image": png, "top_k": 2, "target": 1}, 422, "give top_k or target, not both"),
         ("unknown parameter", {"image": png, "topk": 2}, 422, "topk: unknown parameter"),
         ("unknown format", {"image": png, "format": "gif"}, 422, "format: expected json or png"),

@@ -26,7 +26,7 @@ from onnxcam.serve.models import ServedModel
 from onnxcam.serve.params import ClientError, parse_options
 
 CONFIG_VARIABLE = "ONNXCAM_SERVE_CONFIG"  # the config as JSON, for worker processes
-PATHS = ("/", "/healthz", "/metrics", "/v1/model", "/v1/explain")
+PATHS = ("/", "/healthz", "/metrics", "/v1/model", "/v1/models", "/v1/explain")
 _FORM = "multipart/form-data"
 
 

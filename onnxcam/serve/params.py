@@ -81,11 +81,13 @@ def parse_options(params: Mapping[str, Sequence[str]], explainer: Explainer) -> 
     top_k, targets = _single(params, "top_k"), params.get("target")
     if top_k is not None and targets:
         raise ClientError(422, "top_k: give top_k or target, not both")
-    if targets:
-        chosen = _integers("target", targets)
-        top = 1
-    else:
-        chosen, top = None, _integers("top_k", [top_k])[0] if top_k is not None else 1
+    chosen = _integers("target", targets) if targets else None
+    top = 1
+    if top_k is not None:
+        try:
+            top = int(top_k)
+        except ValueError:
+            raise ClientError(422, f"top_k: expected a whole number, got {top_k!r}") from None
     count = len(chosen) if chosen is not None else top
     if count > MAX_TARGETS:
         raise ClientError(422, f"{'target' if chosen else 'top_k'}: at most {MAX_TARGETS} classes "
