@@ -170,8 +170,6 @@ def _conv(node: Node, x, weight, bias=None):
 
 
 def _max_pool(node: Node, x):
-    if len(node.outputs) > 1 and node.outputs[1]:
-        raise node.fail("the Indices output is not supported")
     if x.dim() != 4:
         raise node.fail(f"only 2-D pooling is supported (input of rank {x.dim()})")
     kernel, strides, dilations, pairs = _window(node, x)
@@ -183,23 +181,27 @@ def _max_pool(node: Node, x):
 
 
 def _average_pool(node: Node, x):
+    """Average pooling as the window mean over the padded input (count_include_pad, whose
+    backward needs no divisor_override: torch.onnx drops that argument), rescaled by a constant
+    where ONNX counts fewer elements (padding without count_include_pad, ceil-mode windows)."""
     if x.dim() != 4:
         raise node.fail(f"only 2-D pooling is supported (input of rank {x.dim()})")
     kernel, strides, dilations, pairs = _window(node, x)
     if dilations != [1] * len(kernel):
         raise node.fail("dilated average pooling is not supported")
-    include = bool(node.get("count_include_pad", 0))
     padded = _pool_padding(node, x, kernel, strides, dilations, pairs)
-    if padded == pairs and all(b == e and b <= k // 2 for (b, e), k in zip(pairs, kernel)):
-        return F.avg_pool2d(x, kernel, strides, [b for b, _ in pairs], count_include_pad=include)
-    # sum over each window, divided by the count of the elements ONNX counts
-    sums = F.avg_pool2d(F.pad(x, _torch_pad(padded)), kernel, strides, 0, divisor_override=1)
-    h, w = int(x.shape[2]), int(x.shape[3])
-    counted = torch.ones(1, 1, h, w, dtype=x.dtype)
-    counted = F.pad(counted, _torch_pad(pairs), value=1.0 if include else 0.0)
-    extra = [(0, e2 - e1) for (_, e1), (_, e2) in zip(pairs, padded)]
-    counts = F.avg_pool2d(F.pad(counted, _torch_pad(extra)), kernel, strides, 0, divisor_override=1)
-    return sums / counts
+    if all(b == e and b <= k // 2 for (b, e), k in zip(padded, kernel)):
+        means = F.avg_pool2d(x, kernel, strides, [b for b, _ in padded], count_include_pad=True)
+    else:
+        means = F.avg_pool2d(F.pad(x, _torch_pad(padded)), kernel, strides, 0, count_include_pad=True)
+    counted = np.ones([int(s) for s in x.shape[2:]])
+    counted = np.pad(counted, pairs, constant_values=1.0 if node.get("count_include_pad", 0) else 0.0)
+    counted = np.pad(counted, [(0, e2 - e1) for (_, e1), (_, e2) in zip(pairs, padded)])
+    windows = np.lib.stride_tricks.sliding_window_view(counted, kernel)[::strides[0], ::strides[1]]
+    fraction = windows.sum(axis=(-2, -1)) / float(np.prod(kernel))
+    if np.all(fraction == 1.0):
+        return means
+    return means / torch.from_numpy(fraction.astype(np.float32)).to(x.dtype)
 
 
 def _batch_norm(node: Node, x, scale, bias, mean, var, *rest):
@@ -509,8 +511,6 @@ def _identity(node: Node, x, *rest):
 
 
 def _dropout(node: Node, x, *rest):
-    if len(node.outputs) > 1 and node.outputs[1]:
-        raise node.fail("the mask output is not supported")
     return x
 
 
@@ -578,6 +578,8 @@ class OnnxClassifier(nn.Module):
                 continue
             if node.op not in OPS:
                 raise node.fail("is not supported by onnxcam's ONNX reader")
+            if any(name in needed for name in node.outputs[1:] if name) and node.op != "Split":
+                raise node.fail(f"its output {node.outputs[1]!r} (past the first) is not supported")
             present = [name for name in node.inputs if name]
             missing = [name for name in present if name not in constants and name not in known]
             if missing:
