@@ -92,18 +92,13 @@ def run_export(args: argparse.Namespace) -> int:
 def _export_onnx_file(args: argparse.Namespace) -> int:
     """`onnxcam export MODEL.onnx`: a plain classifier file becomes an explain-graph."""
     from onnxcam.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-    from onnxcam_export.onnx_file import classifier, export_onnx_file, read_source
+    from onnxcam_export.onnx_file import classifier, export_onnx_file, read_source, tensor_candidates
 
     source = Path(args.model)
     prep = {key: value for key, value in preprocessing_options(args).items() if value is not None}
     if args.list_layers:
-        import torch
-
-        from onnxcam_export.inspect import candidate_layers
-
         read = read_source(source, prep.get("output"), prep.get("layout"), args.input_size)
-        module = classifier(read, prep.get("channels", "rgb"))
-        for name, shape in candidate_layers(module, torch.randn(1, 3, *read.image.size)):
+        for name, shape in tensor_candidates(classifier(read, prep.get("channels", "rgb")), read.image.size):
             print(f"{name}\t{list(shape[1:])}")
         return 0
     output = Path(args.output) if args.output else model_file(source.stem)

@@ -95,6 +95,26 @@ def classifier(source: OnnxSource, channels: str = "RGB") -> OnnxClassifier:
                           channels.upper(), source.image.batch).eval()
 
 
+def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensors that can be target layers, with their shapes, in the order the graph computes
+    them: [N, C, h, w] with h and w both above 1 (a [N, 1, 1, C] vector that a TensorFlow
+    converter left channels-last is not a map)."""
+    import torch
+
+    from onnxcam_export.inspect import candidate_layers
+
+    return [(name, shape) for name, shape in candidate_layers(module, torch.randn(1, 3, *size))
+            if shape[2] > 1 and shape[3] > 1]
+
+
+def default_tensor(module: OnnxClassifier, size: Sequence[int]) -> str:
+    """The last spatial tensor: the one before global pooling, as the zoo picks."""
+    candidates = tensor_candidates(module, size)
+    if not candidates:
+        raise OnnxcamError("no tensor of the graph is a spatial [N, C, h, w] map; pass --layer")
+    return candidates[-1][0]
+
+
 def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[Sequence[str]] = None,
                      input_size: Optional[Sequence[int]] = None, mean: Sequence[float] = IMAGENET_MEAN,
                      std: Sequence[float] = IMAGENET_STD, scale: int = 1, channels: str = "RGB",
@@ -119,6 +139,7 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     source = read_source(path, output, layout, input_size)
     module = classifier(source, channels)
     order = slice(None, None, -1) if channels == "BGR" else slice(None)
+    target_layers = list(target_layers or [default_tensor(module, source.image.size)])
     info = export(module, out, target_layers, input_size=source.image.size,
                   mean=list(mean)[order], std=list(std)[order], labels=labels,
                   source=f"onnx:{source.path.name}", verify=verify, **options)
@@ -153,7 +174,7 @@ def _file_layout(x: np.ndarray, image: PlainInput, channels: str) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if image.layout == "NHWC" else x)
 
 
-def _perturbable(model, tensors: Sequence[str], outputs: Sequence[str]):
+def shifted_model(model, tensors: Sequence[str], outputs: Sequence[str]):
     """A copy of ``model`` in which each tensor in ``tensors`` is shifted by a new input
     ``onnxcam_shift/<i>`` before anything reads it, and ``outputs`` are graph outputs."""
     import onnx
@@ -187,7 +208,7 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     cpu = ["CPUExecutionProvider"]
     graph = ort.InferenceSession(str(out), options, providers=cpu)
     original = ort.InferenceSession(
-        _perturbable(source.model, info.layers, [source.logits, *info.layers]).SerializeToString(),
+        shifted_model(source.model, info.layers, [source.logits, *info.layers]).SerializeToString(),
         options, providers=cpu)
     rng = np.random.default_rng(0)
     h, w = info.input_size
