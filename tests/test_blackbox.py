@@ -185,3 +185,19 @@ def test_cli_explains_a_plain_file(tmp_path):
                    "gradcam needs an explain-graph", "onnxcam export")
     one_line_error(onnxcam("explain", str(path), "cat.png", "--method", "rise", "--layout", "nchw", cwd=tmp_path),
                    "has 24 channels")
+
+
+def test_rise_mass_follows_the_object(lite0):
+    """On a real photo (Chelsea beside an espresso, pretrained EfficientNet-Lite0), RISE's map
+    for the cat lies on the cat's half and the map for espresso on the cup's half."""
+    from onnxcam.explainer import Explainer
+    from test_pretrained import ESPRESSO, side_by_side
+
+    image = side_by_side()
+    split = skimage.data.chelsea().shape[1]
+    explainer = Explainer(lite0[1])
+    cat = int(explainer.explain(skimage.data.chelsea()).classes[0, 0])
+    result = explainer.explain(image, method=RISE(samples=384), targets=[cat, ESPRESSO])
+    cat_map, espresso_map = result.heatmaps[0]
+    left = [float(m[:, :split].sum() / m.sum()) for m in (cat_map, espresso_map)]
+    assert left[0] > 0.65 and left[1] < 0.35, left
