@@ -203,7 +203,7 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     derivative of the explained score along three random unit directions (error <=
     RELATIVE_ERROR of the gradient's norm) and along the graph's own gradient (a check of its
     scale, <= SCALE_ERROR) against central finite differences of the file, at the best of
-    FD_STEPS."""
+    FD_STEPS; the same for the plain input gradient when the graph has one."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -225,15 +225,19 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     names = [artifact.LOGITS, artifact.TARGET_INDICES]
     for layer in info.layers:
         names += [artifact.activation_name(layer), artifact.gradient_name(layer)]
+    names += [artifact.PLAIN_INPUT_GRADIENTS] if info.plain_input_gradient else []
     got = dict(zip(names, graph.run(names, feeds)))
     batch = source.image.batch or 1
     file_x = np.repeat(_file_layout(x, source.image, channels), batch, axis=0)
     shapes = {}
 
-    def run(shifts: dict[str, np.ndarray]) -> list[np.ndarray]:
-        feed = {source.image.name: file_x}
+    def run(shifts: dict[str, np.ndarray], image: np.ndarray = file_x) -> list[np.ndarray]:
+        feed = {source.image.name: image}
         for i, layer in enumerate(info.layers):
-            feed[f"onnxcam_shift/{i}"] = shifts.get(layer, np.zeros(shapes.get(layer, (1,)), np.float32))
+            shift = np.zeros(shapes.get(layer, (1,)), np.float32)
+            if layer in shifts:
+                shift[:1] = shifts[layer]  # the first row: the image checked
+            feed[f"onnxcam_shift/{i}"] = shift
         return original.run([source.logits, *info.layers], feed)
 
     base = run({})
@@ -257,24 +261,39 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
                 _relative(got[artifact.activation_name(layer)], activation) > LOGITS_ERROR:
             raise OnnxcamError(f"export check failed: activations of {layer!r} differ from the file's tensor")
         gradient = got[artifact.gradient_name(layer)][0, 0].astype(np.float64)
-        norm = float(np.linalg.norm(gradient))
-        if norm == 0.0:
-            continue  # nothing to compare: the score does not depend on this layer here
-        size = max(float(np.linalg.norm(activation.astype(np.float64))), 1e-6)
-        for count, v in enumerate([gradient / norm] + [_unit(rng.standard_normal(gradient.shape)) for _ in range(3)]):
-            expected = float(np.sum(gradient * v))
-            error = min(abs(_finite_difference(lambda shift: score(run({layer: shift})), v, step * size,
-                                               shapes[layer]) - expected) / norm for step in FD_STEPS)
-            bound = SCALE_ERROR if count == 0 else RELATIVE_ERROR
-            if error > bound:
-                raise OnnxcamError(f"export check failed: gradients of {layer!r} differ from finite differences "
-                                   f"of {source.path.name} (relative error {error:.1e} > {bound:g})")
+        _check_directions(layer, gradient, activation, lambda shift: score(run({layer: shift})), rng, source)
+    if info.plain_input_gradient:
+        def input_score(shift: np.ndarray) -> float:
+            moved = file_x.copy()
+            moved[:1] += _file_layout(shift[:1], source.image, channels)
+            return score(run({}, moved))
+
+        _check_directions(artifact.INPUT, got[artifact.PLAIN_INPUT_GRADIENTS][0, 0].astype(np.float64), x,
+                          input_score, rng, source)
+
+
+def _check_directions(name: str, gradient: np.ndarray, value: np.ndarray, shifted_score, rng,
+                      source: OnnxSource) -> None:
+    """Central differences of ``shifted_score`` (the file's score with ``value`` shifted)
+    against the graph's ``gradient``, along it and three random unit directions."""
+    norm = float(np.linalg.norm(gradient))
+    if norm == 0.0:
+        return  # nothing to compare: the score does not depend on this tensor here
+    size = max(float(np.linalg.norm(value.astype(np.float64))), 1e-6)
+    shape = (1,) + gradient.shape
+    for count, v in enumerate([gradient / norm] + [_unit(rng.standard_normal(gradient.shape)) for _ in range(3)]):
+        expected = float(np.sum(gradient * v))
+        error = min(abs(_finite_difference(shifted_score, v, step * size, shape) - expected) / norm
+                    for step in FD_STEPS)
+        bound = SCALE_ERROR if count == 0 else RELATIVE_ERROR
+        if error > bound:
+            raise OnnxcamError(f"export check failed: gradients of {name!r} differ from finite differences "
+                               f"of {source.path.name} (relative error {error:.1e} > {bound:g})")
 
 
 def _finite_difference(score, v: np.ndarray, step: float, shape: tuple[int, ...]) -> float:
-    """Central difference of ``score(shift)`` along ``v`` (first row of the batch)."""
-    shift = np.zeros(shape, np.float32)
-    shift[:1] = (step * v).astype(np.float32)
+    """Central difference of ``score(shift)`` along ``v``, for shifts of ``shape`` [1, ...]."""
+    shift = (step * v).astype(np.float32).reshape(shape)
     return (score(shift) - score(-shift)) / (2 * step)
 
 

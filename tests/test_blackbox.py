@@ -127,6 +127,9 @@ def test_black_box_on_an_explain_graph_uses_its_logits(tmp_path):
         x[:2], method=method, normalized=True, top_k=1)
     np.testing.assert_array_equal(a.classes, b.classes)
     np.testing.assert_allclose(a.raw_maps, b.raw_maps, rtol=1e-4, atol=1e-6)
+    assert isinstance(open_explainer(graph), Explainer) and isinstance(open_explainer(plain), PlainExplainer)
+    with pytest.raises(OnnxcamError, match="carries its own preprocessing"):
+        open_explainer(graph, Preprocessing(scale=255))
 
 
 def test_preprocess_honours_channels_layout_and_scale():

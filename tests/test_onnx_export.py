@@ -259,3 +259,34 @@ def test_export_check_catches_a_wrong_graph(tmp_path, monkeypatch):
     with pytest.raises(OnnxcamError, match="export check failed: the explain-graph's logits differ"):
         export_onnx_file(path, tmp_path / "graph.onnx")
     assert not (tmp_path / "graph.onnx").exists()
+
+
+def test_nhwc_bgr_file_input_gradient_matches_finite_differences(tmp_path):
+    """A file taking NHWC, BGR, 0-255 pixels with a softmax output, exported with
+    --input-gradient --score softmax: the graph's RGB NCHW input gradient, moved into the
+    file's layout, is the file's own gradient (central differences along random directions)."""
+    from plain_models import softmax
+
+    path = tiny_classifier(tmp_path / "tiny.onnx", 16, layout="NHWC", softmax=True, batch=1)
+    info = export_onnx_file(path, tmp_path / "graph.onnx", channels="bgr", scale=255, mean=(104, 117, 123),
+                            std=(1, 1, 1), plain_input_gradient=True, score="softmax")
+    assert info.mean == [123.0, 117.0, 104.0] and info.scale == 255
+    explainer = Explainer(tmp_path / "graph.onnx")
+    x, _ = preprocess([skimage.data.coffee()], info)
+    out = explainer.session.run(["plain_input_gradients", "target_indices"],
+                                feeds(explainer.session, x, np.array([[-1]])))
+    gradient = out[0][0, 0][::-1].transpose(1, 2, 0).astype(np.float64)  # to BGR, HWC
+    target = int(out[1][0, 0])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    file_x = np.ascontiguousarray(x[:, ::-1].transpose(0, 2, 3, 1))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        v = rng.standard_normal(gradient.shape)
+        v /= np.linalg.norm(v)
+        step = 1e-3 * np.linalg.norm(file_x)
+        up, down = (session.run(None, {"x": (file_x + sign * step * v[None]).astype(np.float32)})[0]
+                    for sign in (1, -1))
+        finite = (up[0, target] - down[0, target]) / (2 * step)
+        assert abs(finite - float((gradient * v).sum())) <= 1e-3 * np.linalg.norm(gradient)
+    np.testing.assert_allclose(softmax(explainer.explain(x, normalized=True).logits)[0],
+                               session.run(None, {"x": file_x})[0][0], rtol=1e-5)
