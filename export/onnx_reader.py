@@ -10,8 +10,9 @@ exporter traces. Each float tensor the graph computes is the output of an identi
 named exactly as the tensor (``relu_16``, ``Relu_48:0``), so the exporter's forward hooks
 address target layers by their ONNX tensor names.
 
-An op outside :data:`OPS`, or an attribute form the reader does not implement, raises
-:class:`OnnxcamError` naming the op and the node while the module is built, never later.
+An op outside :data:`OPS` raises :class:`OnnxcamError` naming the op and the node while the
+module is built; an attribute form the reader does not implement raises the same kind of error
+at the first forward pass (which the exporter makes before anything is written).
 """
 from __future__ import annotations
 
@@ -216,10 +217,10 @@ def _gemm(node: Node, a, b, c=None):
     if node.get("transA", 0):
         a = a.t()
     b = b.t() if node.get("transB", 0) else b
-    out = torch.matmul(a, b) * float(node.get("alpha", 1.0)) if node.get("alpha", 1.0) != 1.0 else torch.matmul(a, b)
-    if c is not None:
-        out = out + (c * float(node.get("beta", 1.0)) if node.get("beta", 1.0) != 1.0 else c)
-    return out
+    alpha, beta = float(node.get("alpha", 1.0)), float(node.get("beta", 1.0))
+    out = torch.matmul(a, b)
+    out = out if alpha == 1.0 else out * alpha
+    return out if c is None else out + (c if beta == 1.0 else c * beta)
 
 
 def _clip(node: Node, x, low=None, high=None):
