@@ -109,7 +109,7 @@ def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple
             if shape[2] > 1 and shape[3] > 1]
 
 
-def default_tensor(module: OnnxClassifier, size: Sequence[int]) -> str:
+def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
     """The last spatial tensor: the one before global pooling, as the zoo picks."""
     candidates = tensor_candidates(module, size)
     if not candidates:
@@ -141,7 +141,7 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     source = read_source(path, output, layout, input_size)
     module = classifier(source, channels)
     order = slice(None, None, -1) if channels == "BGR" else slice(None)
-    target_layers = list(target_layers or [default_tensor(module, source.image.size)])
+    target_layers = list(target_layers or [default_target(module, source.image.size)])
     info = export(module, out, target_layers, input_size=source.image.size,
                   mean=list(mean)[order], std=list(std)[order], labels=labels,
                   source=f"onnx:{source.path.name}", verify=verify, **options)

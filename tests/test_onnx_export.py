@@ -28,7 +28,7 @@ from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.imageops import preprocess
 from onnxcam.methods import GradCAM, normalize_maps, resize_maps
-from onnxcam_export.onnx_file import export_onnx_file, read_source, shifted_model
+from onnxcam_export.onnx_file import classifier, default_target, export_onnx_file, read_source, shifted_model
 
 slow = pytest.mark.slow
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -47,8 +47,6 @@ def plain_onnx(model, path: Path, size: int) -> Path:
 def tensor_of(path: Path, model, layer: str, size: int) -> str:
     """The ONNX tensor of the file at ``path`` that holds the torch module ``layer``'s output."""
     import torch
-
-    from onnxcam_export.onnx_file import classifier
 
     module = classifier(read_source(path))
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(5))
@@ -91,32 +89,29 @@ def test_round_trip_through_a_plain_file(name, size, inner, default, tmp_path):
     model = calibrate_batch_norm(torchvision.models.get_model(name), size)
     plain = plain_onnx(model, tmp_path / "plain.onnx", size)
     inner_tensor, default_tensor = (tensor_of(plain, model, layer, size) for layer in (inner, default))
-    from_file = export_onnx_file(plain, tmp_path / "from_file.onnx", [inner_tensor])
-    assert from_file.layers == [inner_tensor]
     # the default target tensor is the zoo's default layer's output
-    default_info = export_onnx_file(plain, tmp_path / "default.onnx", verify=False)
-    assert default_info.layers == [default_tensor]
+    assert default_target(classifier(read_source(plain)), (size, size)) == default_tensor
+    from_file = export_onnx_file(plain, tmp_path / "from_file.onnx", [inner_tensor, default_tensor])
+    assert from_file.layers == [inner_tensor, default_tensor]
     export(model, tmp_path / "from_torch.onnx", [inner, default], input_size=(size, size))
     x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
     targets = np.array([[-1, 3], [-2, 7]])
     outputs = {}
-    for path, layers in ((tmp_path / "from_file.onnx", [inner_tensor]),
-                         (tmp_path / "default.onnx", [default_tensor]),
+    for path, layers in ((tmp_path / "from_file.onnx", [inner_tensor, default_tensor]),
                          (tmp_path / "from_torch.onnx", [inner, default])):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = ["logits"] + [f"{kind}/{layer}" for layer in layers for kind in ("activations", "gradients")]
         outputs[path.stem] = dict(zip(names, session.run(names, feeds(session, x, targets))))
-    torch_out = outputs["from_torch"]
-    assert relative_error(outputs["from_file"]["logits"], torch_out["logits"]) <= 1e-4
-    for file_name, tensor, layer in (("from_file", inner_tensor, inner), ("default", default_tensor, default)):
-        mine = outputs[file_name]
-        grads, theirs = mine[f"gradients/{tensor}"], torch_out[f"gradients/{layer}"]
+    mine, theirs = outputs["from_file"], outputs["from_torch"]
+    assert relative_error(mine["logits"], theirs["logits"]) <= 1e-4
+    for tensor, layer in ((inner_tensor, inner), (default_tensor, default)):
+        grads, reference = mine[f"gradients/{tensor}"], theirs[f"gradients/{layer}"]
         for i in range(2):
             for k in range(2):
-                assert cosine(grads[i, k], theirs[i, k]) >= 0.9999, (layer, i, k)
+                assert cosine(grads[i, k], reference[i, k]) >= 0.9999, (layer, i, k)
         maps = [normalize_maps(resize_maps(GradCAM()([(out[f"activations/{t}"], out[f"gradients/{t}"])]),
                                            (size, size)))[0]
-                for out, t in ((mine, tensor), (torch_out, layer))]
+                for out, t in ((mine, tensor), (theirs, layer))]
         assert np.abs(maps[0] - maps[1]).max() <= 1e-3, layer
 
 
@@ -141,14 +136,20 @@ def test_light_model_exports_and_explains(name, tmp_path):
     assert np.isfinite(result.raw_maps).all()
 
 
-def test_light_squeezenet_cli(tmp_path):
-    """The command line on an opset-9 file with a fixed batch of 1: `--layers`, export, explain."""
-    path = LIGHT / "light_squeezenet.onnx"
-    listed = onnxcam("export", str(path), "--layers")
+def test_layers_of_an_opset9_file():
+    """`--layers` on an opset-9 file with a fixed batch of 1 lists its spatial tensors, the
+    default last."""
+    listed = onnxcam("export", str(LIGHT / "light_squeezenet.onnx"), "--layers")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.strip().splitlines()]
-    assert rows[-1][1] == "[1000, 13, 13]"
-    proc = onnxcam("export", str(path), "--layer", rows[-5][0], "--input-gradient", cwd=tmp_path)
+    assert rows[-1] == ["r64", "[1000, 13, 13]"] and len(rows) == 64
+
+
+@slow
+def test_light_squeezenet_cli(tmp_path):
+    """The command line on an opset-9 file: export an inner tensor with --input-gradient to
+    models/, explain it by name."""
+    proc = onnxcam("export", str(LIGHT / "light_squeezenet.onnx"), "--layer", "r60", "--input-gradient", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["model"] == "models/light_squeezenet.onnx" and report["softmax_output"] is True
