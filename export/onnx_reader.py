@@ -663,7 +663,12 @@ class OnnxClassifier(nn.Module):
             raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise node.fail(first) from exc
+            if folding:
+                raise node.fail(first) from exc
+            # not an OnnxcamError while running: the exporter then retries with the input
+            # repeated (a target tensor inside a branch that a Concat joins), and names this
+            # op and node if that fails too
+            raise RuntimeError(f"ONNX op {node.op} (node {node.name!r}): {first}") from exc
         return out if isinstance(out, list) else [out]
 
     def _constant(self, name: str) -> Value:
