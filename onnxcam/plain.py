@@ -151,7 +151,15 @@ def open_explainer(path: str | os.PathLike, preprocessing: Optional[Preprocessin
             raise
         from onnxcam.modelfiles import resolve_model
 
-        return PlainExplainer(resolve_model(path), preprocessing, providers, threads, spinning, cache)
+        resolved = resolve_model(path)
+        try:
+            return PlainExplainer(resolved, preprocessing, providers, threads, spinning, cache)
+        except OnnxcamError as plain_error:  # say what the file is not, then why
+            prefix, text = f"{resolved}: ", str(plain_error)
+            if not text.startswith(prefix):
+                raise
+            raise OnnxcamError(f"{prefix}{NOT_EXPLAIN_GRAPH}, nor a plain image classifier "
+                               f"({text[len(prefix):]})") from None
     if preprocessing is not None:
         raise OnnxcamError(f"{explainer.path} is an explain-graph and carries its own preprocessing: "
                            "--mean, --std, --scale, --channels, --layout, --input-size, --labels and "
