@@ -36,8 +36,10 @@ def _providers(text: Optional[str]) -> Optional[list[str]]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from onnxcam.explainer import Explainer, target_matrix
+    from onnxcam.explainer import target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
+    from onnxcam.plain import open_explainer
+    from onnxcam.preprocessing import preprocessing_from
     from onnxcam.progress import Progress
     from onnxcam.registry import parse_methods
     from onnxcam.writer import write_explained
@@ -48,9 +50,9 @@ def _explain(args: argparse.Namespace) -> int:
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
-    explainer = Explainer(args.model, _providers(args.providers), args.threads,
-                          spinning=not args.no_spinning, cache=args.cache,
-                          max_pixels=args.max_pixels or None)
+    explainer = open_explainer(args.model, preprocessing_from(args), _providers(args.providers),
+                               args.threads, spinning=not args.no_spinning, cache=args.cache,
+                               max_pixels=args.max_pixels or None)
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -150,6 +152,7 @@ def pixel_count(text: str) -> int:
 
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
+    from onnxcam.preprocessing import add_preprocessing_arguments
     from onnxcam.registry import METHODS
 
     parser = _Parser(prog="onnxcam", description="Grad-CAM heatmaps from ONNX explain-graphs.")
@@ -160,7 +163,9 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                                   description="Explain images with an explain-graph; prints one "
                                               "JSON line per image and writes PNG overlays and "
                                               "one grid figure per image.")
-    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to models/NAME.onnx")
+    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to "
+                                                       "models/NAME.onnx; or a plain classifier .onnx file "
+                                                       "(gradient-free methods: rise, occlusion)")
     explain.add_argument("images", metavar="IMAGES", nargs="+",
                          help="image files, folders (searched recursively) or glob patterns")
     explain.add_argument("--method", default="gradcam",
@@ -172,7 +177,8 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     which.add_argument("--all-classes", action="store_true",
                        help=f"explain every class (models with at most {MAX_ALL_CLASSES} classes)")
     explain.add_argument("--samples", type=int,
-                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50)")
+                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50); "
+                              "rise's masks (default 5000)")
     explain.add_argument("--noise", type=float,
                          help="smoothgrad's noise std as a fraction of the input's range (default 0.15)")
     explain.add_argument("-o", "--output-dir", default="onnxcam_out",
@@ -180,8 +186,8 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
     explain.add_argument("--forward-batch-size", type=int, default=32,
-                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad "
-                              "and integrated-gradients (default 32)")
+                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad, "
+                              "integrated-gradients, rise and occlusion (default 32)")
     explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
     explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
     explain.add_argument("--no-spinning", action="store_true",
@@ -191,6 +197,7 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                          help="largest image accepted, width x height, read from the file's header "
                               f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+    add_preprocessing_arguments(explain, size_and_labels=True)
     explain.set_defaults(run=_explain)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")

@@ -233,17 +233,36 @@ def fit(image: np.ndarray, info: ArtifactInfo) -> tuple[np.ndarray, Geometry]:
 
 
 def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
-    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry."""
+    """RGB uint8 images to the float32 input the model takes, plus each image's Geometry:
+    pixels in ``info.channels`` order scaled to [0, ``info.scale``], ``(p - mean) / std``,
+    [N, 3, H, W] (or [N, H, W, 3] for ``layout`` NHWC)."""
+    mean, std, order, channels_last = input_transform(info)
     h, w = info.input_size
-    mean = np.asarray(info.mean, np.float32)
-    std = np.asarray(info.std, np.float32)
-    batch = np.empty((len(images), 3, h, w), np.float32)
+    batch = np.empty((len(images), h, w, 3) if channels_last else (len(images), 3, h, w), np.float32)
     geometries = []
     for i, image in enumerate(images):
         fitted, geometry = fit(image, info)
-        batch[i] = ((fitted.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+        pixels = fitted[:, :, order].astype(np.float32) / (255.0 / info.scale)
+        normalized = (pixels - mean) / std
+        batch[i] = normalized if channels_last else normalized.transpose(2, 0, 1)
         geometries.append(geometry)
     return batch, geometries
+
+
+def input_transform(info: ArtifactInfo) -> tuple[np.ndarray, np.ndarray, list[int], bool]:
+    """(mean, std, the RGB indices of the input's channels, channels last?) of ``info``;
+    OnnxcamError for a channel order, layout or scale the runtime does not know."""
+    channels, layout = info.channels.upper(), info.layout.upper()
+    if channels not in ("RGB", "BGR"):
+        raise OnnxcamError(f"channels: expected RGB or BGR, got {info.channels!r}")
+    if layout not in ("NCHW", "NHWC"):
+        raise OnnxcamError(f"layout: expected NCHW or NHWC, got {info.layout!r}")
+    if info.scale not in (1, 255):
+        raise OnnxcamError(f"scale: expected 1 or 255 (pixels in [0, 1] or [0, 255]), got {info.scale!r}")
+    mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+    if mean.shape != (3,) or std.shape != (3,) or not np.all(std != 0):
+        raise OnnxcamError(f"mean, std: expected three values each, std nonzero (got {info.mean}, {info.std})")
+    return mean, std, [0, 1, 2] if channels == "RGB" else [2, 1, 0], layout == "NHWC"
 
 
 def identity_geometry(info: ArtifactInfo) -> Geometry:
