@@ -20,7 +20,7 @@ from onnxcam.serve import command as serve_command
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
             "threads": "--threads", "method": "--method", "samples": "--samples",
             "noise": "--noise", "batch_size": "--batch-size",
-            "forward_batch_size": "--forward-batch-size"}
+            "forward_batch_size": "--forward-batch-size", "ray": "--ray", "actors": "--actors"}
 MAX_ALL_CLASSES = 20
 
 
@@ -47,6 +47,8 @@ def _explain(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    if args.actors is not None and args.ray is None:
+        raise OnnxcamError("--actors: only with --ray")
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
@@ -61,6 +63,10 @@ def _explain(args: argparse.Namespace) -> int:
         args.target = list(range(explainer.num_classes))
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
     paths, errors = expand_inputs(args.images)
+    if args.ray is not None:
+        from onnxcam.distributed import run_command
+
+        return run_command(args, methods, paths, errors, _providers(args.providers))
     names = output_stems(paths)
     as_image = [method.image_output for method in methods]
     ok = not errors
@@ -198,6 +204,11 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                          help="largest image accepted, width x height, read from the file's header "
                               f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
     add_preprocessing_arguments(explain, size_and_labels=True)
+    explain.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="explain on Ray (pip install 'onnxcam[ray]'): the cluster at ADDRESS, "
+                              "or a local Ray without one; also writes OUT/explain.parquet")
+    explain.add_argument("--actors", type=int, help="with --ray: actors, each with one session "
+                                                    "(default one per two cores of the cluster)")
     explain.set_defaults(run=_explain)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")
