@@ -294,8 +294,8 @@ def test_command_on_a_cluster_address(cluster, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     assert sorted(json.loads(line)["image"] for line in done.stdout.splitlines()) == [f"in/{i}.png" for i in range(5)]
-    assert [line for line in done.stderr.splitlines() if line.startswith("onnxcam:")] == [
-        "onnxcam: in/bad.png: cannot read image (not a supported image format, or corrupt)"]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("onnxcam:")]
+    assert line.startswith("onnxcam: in/bad.png: cannot read image (not a supported image format"), line
     assert (tmp_path / "out" / "3_grid.png").is_file()
     assert pq.ParquetFile(tmp_path / "out" / PARQUET_NAME).metadata.num_rows == 6
 
