@@ -1,4 +1,4 @@
-"""The ``onnxcam`` command line: ``explain``, ``info`` and (with PyTorch) ``export``."""
+"""The ``onnxcam`` command line: ``explain``, ``info``, ``serve`` and (with PyTorch) ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -14,12 +14,16 @@ from typing import Optional, Sequence
 from onnxcam import __version__
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.export import EXPORT_HINT
+from onnxcam.imageops import DEFAULT_MAX_PIXELS
+from onnxcam.serve import command as serve_command
+
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
             "threads": "--threads", "method": "--method", "samples": "--samples",
             "noise": "--noise", "batch_size": "--batch-size",
             "forward_batch_size": "--forward-batch-size", "metrics": "--metrics",
             "fraction": "--fraction", "steps": "--steps", "percentiles": "--percentiles",
-            "tolerance": "--tolerance", "box threshold": "--box-threshold"}
+            "tolerance": "--tolerance", "box threshold": "--box-threshold",
+            "ray": "--ray", "actors": "--actors"}
 MAX_ALL_CLASSES = 20
 
 
@@ -35,8 +39,10 @@ def _providers(text: Optional[str]) -> Optional[list[str]]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from onnxcam.explainer import Explainer, target_matrix
+    from onnxcam.explainer import target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
+    from onnxcam.plain import open_explainer
+    from onnxcam.preprocessing import preprocessing_from
     from onnxcam.progress import Progress
     from onnxcam.boxes import check_box_options
     from onnxcam.registry import parse_methods
@@ -46,11 +52,14 @@ def _explain(args: argparse.Namespace) -> int:
     check_box_options(args.box_threshold, args.box_mode, 0.0)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    if args.actors is not None and args.ray is None:
+        raise OnnxcamError("--actors: only with --ray")
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
-    explainer = Explainer(args.model, _providers(args.providers), args.threads,
-                          spinning=not args.no_spinning, cache=args.cache)
+    explainer = open_explainer(args.model, preprocessing_from(args), _providers(args.providers),
+                               args.threads, spinning=not args.no_spinning, cache=args.cache,
+                               max_pixels=args.max_pixels or None)
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -59,6 +68,10 @@ def _explain(args: argparse.Namespace) -> int:
         args.target = list(range(explainer.num_classes))
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
     paths, errors = expand_inputs(args.images)
+    if args.ray is not None:
+        from onnxcam.distributed import run_command
+
+        return run_command(args, methods, paths, errors, _providers(args.providers))
     names = output_stems(paths)
     as_image = [method.image_output for method in methods]
     ok = not errors
@@ -138,8 +151,20 @@ def _bench(arguments: Sequence[str]) -> int:
     return 0
 
 
+def pixel_count(text: str) -> int:
+    """A ``--max-pixels`` value: an integer, in plain or exponent notation (4e7); 0 = no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}")
+    return int(value)
+
+
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
+    from onnxcam.preprocessing import add_preprocessing_arguments
     from onnxcam.registry import METHODS
 
     parser = _Parser(prog="onnxcam", description="Grad-CAM heatmaps from ONNX explain-graphs.")
@@ -150,7 +175,9 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                                   description="Explain images with an explain-graph; prints one "
                                               "JSON line per image and writes PNG overlays and "
                                               "one grid figure per image.")
-    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to models/NAME.onnx")
+    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to "
+                                                       "models/NAME.onnx; or a plain classifier .onnx file "
+                                                       "(gradient-free methods: rise, occlusion)")
     explain.add_argument("images", metavar="IMAGES", nargs="+",
                          help="image files, folders (searched recursively) or glob patterns")
     explain.add_argument("--method", default="gradcam",
@@ -162,7 +189,8 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     which.add_argument("--all-classes", action="store_true",
                        help=f"explain every class (models with at most {MAX_ALL_CLASSES} classes)")
     explain.add_argument("--samples", type=int,
-                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50)")
+                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50); "
+                              "rise's masks (default 5000)")
     explain.add_argument("--noise", type=float,
                          help="smoothgrad's noise std as a fraction of the input's range (default 0.15)")
     explain.add_argument("-o", "--output-dir", default="onnxcam_out",
@@ -176,14 +204,23 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                          help="boxes: the largest connected segment, or all of them (default largest)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
     explain.add_argument("--forward-batch-size", type=int, default=32,
-                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad "
-                              "and integrated-gradients (default 32)")
+                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad, "
+                              "integrated-gradients, rise and occlusion (default 32)")
     explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
     explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
     explain.add_argument("--no-spinning", action="store_true",
                          help="waiting onnxruntime threads sleep instead of busy-waiting")
     explain.add_argument("--cache", action="store_true",
                          help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
+    explain.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                         help="largest image accepted, width x height, read from the file's header "
+                              f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+    add_preprocessing_arguments(explain, size_and_labels=True)
+    explain.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="explain on Ray (pip install 'onnxcam[ray]'): the cluster at ADDRESS, "
+                              "or a local Ray without one; also writes OUT/explain.parquet")
+    explain.add_argument("--actors", type=int, help="with --ray: actors, each with one session "
+                                                    "(default one per two cores of the cluster)")
     explain.set_defaults(run=_explain)
 
     from onnxcam.evaluate import add_evaluate_parser
@@ -198,6 +235,11 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     if with_export:
         _export_module().add_export_arguments(export)
     export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="explain images over HTTP, with a page for people "
+                                              f"(needs {serve_command.INSTALL_HINT})")
+    serve_command.add_arguments(serve, pixel_count)
+    serve.set_defaults(run=serve_command.run)
 
     # listed for --help only: main() hands every argument after `bench` to benchmarks/bench.py
     commands.add_parser("bench", help="time onnxcam against plain inference and the torch libraries "

@@ -12,7 +12,9 @@ import numpy as np
 from onnxcam.artifact import LOGITS, TARGET_INDICES
 from onnxcam.boxes import THRESHOLD, Box, map_boxes
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
+from onnxcam.imageops import (
+    DEFAULT_MAX_PIXELS, Geometry, check_pixels, identity_geometry, load_image, preprocess, to_rgb_uint8,
+)
 from onnxcam.inputs import images_under
 from onnxcam.methods import InGraphMap, Method, normalize_maps, resize_maps
 from onnxcam.registry import get_method
@@ -134,10 +136,14 @@ class Explainer:
     """An explain-graph loaded with onnxruntime, ready to explain images."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False):
+                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         """``providers``: onnxruntime providers (default CUDA when available, else CPU);
-        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`."""
+        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`;
+        ``max_pixels``: the largest image (width x height) accepted, checked from a file's
+        header before decoding (None: no limit)."""
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
 
@@ -169,7 +175,7 @@ class Explainer:
         images = list(_image_stream(images))
         if not images:
             raise OnnxcamError("images: nothing to explain")
-        return [_load_one(image, i) for i, image in enumerate(images)]
+        return [_load_one(image, i, self.max_pixels) for i, image in enumerate(images)]
 
     def _check_normalized(self, batch: np.ndarray) -> np.ndarray:
         """Validate a preprocessed [N, 3, H, W] batch."""
@@ -272,7 +278,7 @@ class Explainer:
             for position, image in chunk:
                 source = str(image) if isinstance(image, (str, os.PathLike)) else f"images[{position}]"
                 try:
-                    loaded.append((position, source, _load_one(image, position)))
+                    loaded.append((position, source, _load_one(image, position, self.max_pixels)))
                 except OnnxcamError as error:
                     failures.append((position, source, str(error)))
             positions = [position for position, _, _ in loaded]
@@ -328,8 +334,10 @@ def _image_stream(images: Union[ImageLike, Iterable[ImageLike]]) -> Iterable[Ima
     return images
 
 
-def _load_one(image: ImageLike, position: int) -> np.ndarray:
-    """A path or an array as an RGB uint8 array."""
+def _load_one(image: ImageLike, position: int, max_pixels: Optional[int]) -> np.ndarray:
+    """A path or an array as an RGB uint8 array, of at most ``max_pixels`` pixels."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
-    return to_rgb_uint8(image, f"images[{position}]")
+        return load_image(image, max_pixels)
+    array = to_rgb_uint8(image, f"images[{position}]")
+    check_pixels(array.shape[1], array.shape[0], max_pixels, f"images[{position}]")
+    return array

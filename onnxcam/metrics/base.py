@@ -28,7 +28,7 @@ import numpy as np
 
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, fit_pixels, normalize
+from onnxcam.imageops import Geometry, fit_pixels, input_transform, normalize
 from onnxcam.runner import Batch, target_scores
 
 if TYPE_CHECKING:
@@ -114,7 +114,10 @@ class Scene:
         mean, zero after normalization), ``black`` (0) or ``blur`` (the blurred copy)."""
         if kind == "blur":
             return self.blurred(i)
-        value = np.asarray(self.info.mean if kind == "mean" else [0.0] * 3, np.float32)
+        value = np.zeros(3, np.float32)
+        if kind == "mean":
+            mean, _, order, _ = input_transform(self.info)
+            value[order] = mean / np.float32(self.info.scale)
         return np.broadcast_to(value[:, None, None], self.pixels.shape[1:])
 
     def probabilities(self, label: str, count: int, rows, classes: np.ndarray) -> np.ndarray:
