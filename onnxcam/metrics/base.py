@@ -68,15 +68,12 @@ class Scene:
         """Read and fit ``images`` (paths or RGB uint8 arrays, as for ``Explainer.explain``) and
         run them once. ``targets``: as for ``Explainer.explain`` (None: the ``top_k`` classes;
         a negative -r: the r-th ranked class)."""
-        from onnxcam.explainer import _image_stream, _load_one, target_matrix
+        from onnxcam.explainer import _image_stream, target_matrix
 
         if forward_batch_size < 1:
             raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
         sources = list(_image_stream(images))
-        if not sources:
-            raise OnnxcamError("images: nothing to evaluate")
-        pixels, geometries = fit_pixels([_load_one(image, i) for i, image in enumerate(sources)],
-                                        explainer.info)
+        pixels, geometries = fit_pixels(explainer._load(sources), explainer.info)
         rows = target_matrix(targets, top_k, len(pixels), explainer.num_classes)
         batch = Batch(normalize(pixels, explainer.info), rows, np.zeros((len(pixels), 0), np.float32),
                       {}, explainer.runner, forward_batch_size, progress)
