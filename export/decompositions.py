@@ -221,6 +221,37 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _should_fold(tensor1: torch.Tensor, tensor2: torch.Tensor, is_out: bool) -> bool:
+    """torch's rule for folding a matrix product's leading dimensions, widened: any product
+    of a tensor with more than two dimensions and a matrix (or vector) folds into one
+    matrix product, the input copied to contiguous rows where it must be."""
+    big, small = (tensor1, tensor2) if tensor1.dim() >= tensor2.dim() else (tensor2, tensor1)
+    if big.dim() >= 3 and small.dim() <= 2 and not is_out:
+        return True
+    return _TORCH_SHOULD_FOLD(tensor1, tensor2, is_out)
+
+
+_TORCH_SHOULD_FOLD = core_decompositions.should_fold
+
+
+@contextlib.contextmanager
+def folded_matmul() -> Iterator[None]:
+    """Within this block (a trace), linear layers and matrix products on tensors with more
+    than two dimensions fold into one matrix product against the one weight.
+
+    torch's ``matmul`` decomposition folds ``[..., C] @ [C, D]`` only when the leading
+    dimensions are contiguous or the matrix requires grad. Otherwise (nn.MultiheadAttention's
+    [T, N, C] view of batch-first input, with frozen weights) it expands the matrix once per
+    leading row into a batched product: in ONNX an ``Expand`` of the weight to [T, C, D], in
+    a ViT-B at 224 px 197 copies (1.39 GB) of each block's in-projection weight.
+    """
+    core_decompositions.should_fold = _should_fold
+    try:
+        yield
+    finally:
+        core_decompositions.should_fold = _TORCH_SHOULD_FOLD
+
+
 def _channel_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     """x times ``factor``, as a depthwise 1x1 convolution: onnxruntime runs it in its blocked
     (NCHWc) layout, and the ops after it that have blocked kernels (products, sums, ReLUs)

@@ -19,7 +19,10 @@ from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
 from onnxcam.quiet import quiet_loggers
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
-from onnxcam_export.decompositions import explain_decompositions, max_pool2d_indices, max_pool2d_indices_onnx
+from onnxcam_export.decompositions import (
+    explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
+)
+from onnxcam_export.expands import expanded_constants
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.inspect import (
@@ -176,8 +179,9 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
     def trace():
         n, k, m = example_sizes([3, *info.input_size, *layer_shape[1:]])
         args = _inputs(info, n, k, layer_shape, m)
-        graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
-                        tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+        with folded_matmul():
+            graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
+                            tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
         return graph, args
 
     with quiet_loggers(_EXPORT_LOGGERS):
@@ -221,6 +225,10 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     foreign = sorted({f"{n.domain}::{n.op_type}" for n in onnx_model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         raise OnnxcamError(f"graph holds non-standard op(s) {', '.join(foreign)}")
+    expanded = expanded_constants(onnx_model)
+    if expanded:  # copies of weights at run time: memory that plain inference never needs
+        raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
+                           f"first: {expanded[0]}")
     return onnx_model
 
 
