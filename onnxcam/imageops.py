@@ -140,6 +140,11 @@ class Geometry:
     offset: tuple[int, int]
     input_size: tuple[int, int]
 
+    @property
+    def identity(self) -> bool:
+        """Whether the network input is the original image itself (maps need no mapping back)."""
+        return self.original == self.resized == tuple(self.input_size) and self.offset == (0, 0)
+
     def to_original(self, map_hw: np.ndarray) -> np.ndarray:
         """Map an input-resolution map onto the original image; zero outside the crop's footprint."""
         h0, w0 = self.original
@@ -199,17 +204,17 @@ def fit(image: np.ndarray, info: ArtifactInfo) -> tuple[np.ndarray, Geometry]:
 
 
 def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
-    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry."""
-    h, w = info.input_size
-    mean = np.asarray(info.mean, np.float32)
-    std = np.asarray(info.std, np.float32)
-    batch = np.empty((len(images), 3, h, w), np.float32)
-    geometries = []
-    for i, image in enumerate(images):
-        fitted, geometry = fit(image, info)
-        batch[i] = ((fitted.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
-        geometries.append(geometry)
-    return batch, geometries
+    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry.
+    ``(x / 255 - mean) / std`` is one scale and one offset per channel, applied to the whole
+    batch at once."""
+    fitted, geometries = zip(*(fit(image, info) for image in images))
+    std = np.asarray(info.std, np.float64)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    offset = (np.asarray(info.mean, np.float64) / std).astype(np.float32)
+    pixels = np.stack(fitted).astype(np.float32)  # [N, H, W, 3]
+    pixels *= scale
+    pixels -= offset
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), list(geometries)
 
 
 def identity_geometry(info: ArtifactInfo) -> Geometry:
