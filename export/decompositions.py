@@ -297,9 +297,15 @@ def copy(self, src, non_blocking=False):
     return src.to(dtype=self.dtype, device=self.device).expand(self.shape).clone()
 
 
+# forward ops the core decompositions would split into elementwise arithmetic, although
+# torch.onnx writes them as one ONNX op (as a plain export does) that onnxruntime runs in its
+# blocked layout: decomposed, MobileNetV3's activations broke its convolutions' layout chains
+_KEPT = (aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default)
+
+
 def explain_decompositions() -> dict:
-    """Core ATen decompositions plus the backward rewrites above."""
-    table = dict(torch._decomp.core_aten_decompositions())
+    """Core ATen decompositions (less the forward ops of ``_KEPT``) plus the backward rewrites above."""
+    table = {op: fn for op, fn in torch._decomp.core_aten_decompositions().items() if op not in _KEPT}
     table.update({
         aten.convolution_backward.default: convolution_backward,
         aten.native_batch_norm_backward.default: native_batch_norm_backward,

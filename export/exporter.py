@@ -27,6 +27,7 @@ from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.inspect import (
     cam_layer,
+    channelwise_head,
     count_calls,
     default_layer,
     first_layer,
@@ -84,13 +85,14 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
             raise OnnxcamError(f"labels: {len(labels)} names for a model with {num_classes} classes")
         layouts = _layouts(model, layers, probe, layouts or {})
         calls = count_calls(model, layers, probe)
+        head = channelwise_head(model, layers, probe)
 
-        def wrap(module: nn.Module) -> ExplainWrapper:
+        def wrap(module: nn.Module, head: Optional[str] = None) -> ExplainWrapper:
             return ExplainWrapper(module, layers, score=score, guided=guided,
                                   plain_input_gradient=plain_input_gradient, calls=calls,
-                                  layouts=layouts, maps=maps)
+                                  layouts=layouts, maps=maps, head=head)
 
-        wrapper = wrap(model if precision == "float32" else copy.deepcopy(model).to(_DTYPES[precision]))
+        wrapper = wrap(model if precision == "float32" else copy.deepcopy(model).to(_DTYPES[precision]), head)
         info = ArtifactInfo(
             layers=layers, input_size=(h, w), mean=[float(v) for v in mean], std=[float(v) for v in std],
             num_classes=num_classes, labels=list(labels) if labels is not None else None,
@@ -103,7 +105,7 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
         onnx_model = _to_onnx(wrapper, info, first, opset)
         _write(onnx_model, info, Path(path))
         if verify:
-            reference = wrapper if precision == "float32" else wrap(model)
+            reference = wrap(model)  # plain autograd through every layer, in float32
             reference.repeat_input = wrapper.repeat_input
             try:
                 _verify(reference, Path(path), info, spatial_shape(first[1], layouts[first[0]]))
