@@ -170,6 +170,23 @@ def example_sizes(taken: Sequence[int]) -> tuple[int, int, int]:
     return n, k, m
 
 
+def _batch_symbolic(args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Fake copies of the example inputs in which only the dynamic dimensions (N of ``input``,
+    N and K of ``targets``, M of ``layer_input``) are symbolic. make_fx's symbolic mode would
+    make every dimension a symbol, image sizes and channels included, and every view of a
+    windowed tensor then costs seconds of sympy: torchvision's Swin took ten minutes to trace."""
+    from torch._dynamo.source import ConstantSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv())
+    dynamic = ({0}, {0, 1}, {0})  # equal sizes share a symbol (N of input and targets)
+    return tuple(
+        mode.from_tensor(arg, source=ConstantSource(f"input{i}"), symbolic_context=StatelessSymbolicContext(
+            dynamic_sizes=[DimDynamic.DUCK if d in dims else DimDynamic.STATIC for d in range(arg.dim())]))
+        for i, (arg, dims) in enumerate(zip(args, dynamic)))
+
+
 def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, ...]):
     """Trace forward and backward into one graph of forward ATen ops; returns (graph, inputs).
 
@@ -183,7 +200,7 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
         args = _inputs(info, n, k, layer_shape, m)
         with folded_matmul():
             graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
-                            tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+                            tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic(args))
         return graph, args
 
     with quiet_loggers(_EXPORT_LOGGERS):
