@@ -8,15 +8,18 @@ from pathlib import Path
 
 from onnxcam.errors import OnnxcamError
 from onnxcam.modelfiles import model_file
+from onnxcam.preprocessing import add_preprocessing_arguments, preprocessing_options, read_labels
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="torchvision name (resnet50), zoo name, or module:factory")
+    parser.add_argument("model", nargs="?",
+                        help="torchvision name (resnet50), zoo name, module:factory, or a plain classifier .onnx file")
     parser.add_argument("-o", "--output", help="explain-graph to write (default: models/MODEL.onnx)")
     parser.add_argument("--weights", default="default",
                         help="'default' (pretrained), 'none' (random init) or a local state-dict .pth")
     parser.add_argument("--layer", action="append", dest="layer_names", metavar="NAME",
-                        help="target layer (repeatable); default: the recipe's or the last spatial module")
+                        help="target layer (repeatable; of an .onnx file: a tensor name); default: the "
+                             "recipe's or the last spatial module (tensor)")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
     parser.add_argument("--guided", action="store_true", help="add the guided-backprop input gradient")
     parser.add_argument("--input-gradient", action="store_true", help="add the plain input gradient")
@@ -30,6 +33,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights, input and outputs (for GPUs; see the README)")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    add_preprocessing_arguments(parser)
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--list", action="store_true", help="list the model names and exit")
     parser.add_argument("--layers", action="store_true", dest="list_layers",
@@ -38,13 +42,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _method_list(text: str) -> list[str]:
     return [name.strip().lower() for name in text.split(",") if name.strip()]
-
-
-def _read_labels(path: str) -> list[str]:
-    try:
-        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise OnnxcamError(f"--labels {path}: cannot read ({exc.strerror})") from exc
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -56,6 +53,12 @@ def run_export(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise OnnxcamError("export: name a MODEL (see `onnxcam export --list`)")
+    if args.model.lower().endswith(".onnx"):
+        return _export_onnx_file(args)
+    given = [option for option, value in preprocessing_options(args).items() if value is not None]
+    if given:
+        raise OnnxcamError(f"--{given[0].replace('output', 'output-name')}: only for a plain .onnx file; "
+                           f"the recipe of {args.model} sets the preprocessing")
     recipe = models.recipe(args.model)
     model = recipe.build(args.weights)
     size = tuple(args.input_size) if args.input_size else recipe.input_size
@@ -70,7 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
     from onnxcam_export import export
 
     output = Path(args.output) if args.output else model_file(args.model)
-    labels = _read_labels(args.labels) if args.labels else recipe.labels()
+    labels = read_labels(args.labels) if args.labels else recipe.labels()
     layers = args.layer_names or recipe.layers
     started = time.perf_counter()
     info = export(model, output, target_layers=layers, input_size=size,
@@ -82,5 +85,36 @@ def run_export(args: argparse.Namespace) -> int:
                   layouts={name: recipe.layout for name in layers or []} if recipe.layout else None)
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
                       "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
+                      "seconds": round(time.perf_counter() - started, 1)}))
+    return 0
+
+
+def _export_onnx_file(args: argparse.Namespace) -> int:
+    """`onnxcam export MODEL.onnx`: a plain classifier file becomes an explain-graph."""
+    from onnxcam.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from onnxcam_export.onnx_file import classifier, export_onnx_file, read_source, tensor_candidates
+
+    source = Path(args.model)
+    prep = {key: value for key, value in preprocessing_options(args).items() if value is not None}
+    if args.list_layers:
+        read = read_source(source, prep.get("output"), prep.get("layout"), args.input_size)
+        for name, shape in tensor_candidates(classifier(read, prep.get("channels", "rgb")), read.image.size):
+            print(f"{name}\t{list(shape[1:])}")
+        return 0
+    output = Path(args.output) if args.output else model_file(source.stem)
+    if output.resolve() == source.resolve():
+        raise OnnxcamError(f"-o: {output} is the source file itself; name another output")
+    started = time.perf_counter()
+    info = export_onnx_file(
+        source, output, args.layer_names, input_size=args.input_size,
+        mean=prep.get("mean", IMAGENET_MEAN), std=prep.get("std", IMAGENET_STD), scale=prep.get("scale", 1),
+        channels=prep.get("channels", "rgb"), layout=prep.get("layout"),
+        labels=read_labels(args.labels) if args.labels else None, output=prep.get("output"),
+        guided=args.guided, plain_input_gradient=args.input_gradient, score=args.score,
+        resize=args.resize, opset=args.opset, maps=args.maps,
+        precision="float16" if args.fp16 else "float32")
+    print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
+                      "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
+                      "softmax_output": info.extra.get("onnx_softmax"),
                       "seconds": round(time.perf_counter() - started, 1)}))
     return 0

@@ -5,7 +5,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-FORMAT_VERSION = 1
+# 2: ``scale`` (pixel range before mean/std) and ``channels``/``layout`` honoured by the runtime;
+# files of version 1 read as scale 1, RGB, NCHW (what they always were)
+FORMAT_VERSION = 2
 METADATA_KEY = "onnxcam"
 
 INPUT = "input"
@@ -44,8 +46,9 @@ class ArtifactInfo:
     std: list[float]
     num_classes: int
     labels: Optional[list[str]] = None
-    layout: str = "NCHW"
-    channels: str = "RGB"
+    layout: str = "NCHW"  # of the input: "NCHW" or "NHWC" (explain-graphs are always NCHW)
+    channels: str = "RGB"  # colour order of the input, and of mean and std: "RGB" or "BGR"
+    scale: int = 1  # pixels are scaled to [0, scale] (1 or 255) before mean and std
     resize: str = "stretch"  # "stretch": resize to input_size; "crop": shorter side to resize_size, center crop
     resize_size: Optional[int] = None
     source: str = ""

@@ -1,4 +1,4 @@
-"""The ``onnxcam`` command line: ``explain``, ``info`` and (with PyTorch) ``export``."""
+"""The ``onnxcam`` command line: ``explain``, ``info``, ``serve`` and (with PyTorch) ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -14,10 +14,13 @@ from typing import Optional, Sequence
 from onnxcam import __version__
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.export import EXPORT_HINT
+from onnxcam.imageops import DEFAULT_MAX_PIXELS
+from onnxcam.serve import command as serve_command
+
 _OPTIONS = {"targets": "--target", "top_k": "--top-k", "providers": "--providers",
             "threads": "--threads", "method": "--method", "samples": "--samples",
             "noise": "--noise", "batch_size": "--batch-size",
-            "forward_batch_size": "--forward-batch-size"}
+            "forward_batch_size": "--forward-batch-size", "ray": "--ray", "actors": "--actors"}
 MAX_ALL_CLASSES = 20
 
 
@@ -32,61 +35,26 @@ def _providers(text: Optional[str]) -> Optional[list[str]]:
     return [p for p in text.split(",") if p.strip()] if text else None
 
 
-def _explain_chunk(explainer, methods, args: argparse.Namespace, chunk: list[tuple[Path, str]],
-                   progress) -> bool:
-    """Explain one batch of image files, write the pictures, print JSON lines; False if any failed."""
-    from onnxcam.grid import explanation_view, figure
-    from onnxcam.imageops import load_image
-    from onnxcam.overlay import save_png
-
-    loaded, ok = [], True
-    for path, name in chunk:
-        try:
-            loaded.append((path, name, load_image(path)))
-        except OnnxcamError as error:
-            progress.message(f"onnxcam: {error}")
-            ok = False
-    if not loaded:
-        return ok
-    results = explainer.explain_methods(
-        [image for _, _, image in loaded], methods, targets=args.target, top_k=args.top_k,
-        batch_size=args.batch_size, samples=args.samples, noise=args.noise,
-        forward_batch_size=args.forward_batch_size, progress=True)
-    as_image = [method.image_output for method in methods]
-    out = Path(args.output_dir)
-    for i, (path, name, image) in enumerate(loaded):
-        overlays = [str(save_png(out / f"{name}_{result.method}_{k + 1}.png",
-                                 explanation_view(result, i, k, image, args.alpha, flag)))
-                    for result, flag in zip(results, as_image) for k in range(result.classes.shape[1])]
-        grid = save_png(out / f"{name}_grid.png", figure(results, i, args.alpha, as_image))
-        first = results[0]
-        print(json.dumps({
-            "image": str(path),
-            "classes": first.classes[i].tolist(),
-            "labels": [first.label(i, k) for k in range(first.classes.shape[1])],
-            "probs": [round(float(p), 6) for p in first.probs[i]],
-            "methods": [result.method for result in results],
-            "overlays": overlays,
-            "zero_maps": [flag for result in results for flag in result.zero_maps[i].tolist()],
-            "grid": str(grid),
-        }), flush=True)
-    return ok
-
-
 def _explain(args: argparse.Namespace) -> int:
-    from onnxcam.explainer import Explainer, target_matrix
+    from onnxcam.explainer import target_matrix
     from onnxcam.inputs import expand_inputs, output_stems
+    from onnxcam.plain import open_explainer
+    from onnxcam.preprocessing import preprocessing_from
     from onnxcam.progress import Progress
     from onnxcam.registry import parse_methods
+    from onnxcam.writer import write_explained
 
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    if args.actors is not None and args.ray is None:
+        raise OnnxcamError("--actors: only with --ray")
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
-    explainer = Explainer(args.model, _providers(args.providers), args.threads,
-                          spinning=not args.no_spinning, cache=args.cache)
+    explainer = open_explainer(args.model, preprocessing_from(args), _providers(args.providers),
+                               args.threads, spinning=not args.no_spinning, cache=args.cache,
+                               max_pixels=args.max_pixels or None)
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -95,15 +63,27 @@ def _explain(args: argparse.Namespace) -> int:
         args.target = list(range(explainer.num_classes))
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
     paths, errors = expand_inputs(args.images)
-    jobs = list(zip(paths, output_stems(paths)))
+    if args.ray is not None:
+        from onnxcam.distributed import run_command
+
+        return run_command(args, methods, paths, errors, _providers(args.providers))
+    names = output_stems(paths)
+    as_image = [method.image_output for method in methods]
     ok = not errors
-    with Progress(len(jobs)) as progress:
+    with Progress(len(paths)) as progress:
         for line in errors:
             progress.message(f"onnxcam: {line}")
-        for start in range(0, len(jobs), args.batch_size):
-            chunk = jobs[start:start + args.batch_size]
-            ok = _explain_chunk(explainer, methods, args, chunk, progress) and ok
-            progress.update(len(chunk))
+        for part in explainer.explain_iter(
+                paths, methods, targets=args.target, top_k=args.top_k, batch_size=args.batch_size,
+                samples=args.samples, noise=args.noise, forward_batch_size=args.forward_batch_size,
+                progress=True):
+            for _, _, error in part.failures:
+                progress.message(f"onnxcam: {error}")
+            ok = ok and not part.failures
+            for i, (position, source) in enumerate(zip(part.positions, part.sources)):
+                print(json.dumps(write_explained(part.results, i, source, names[position],
+                                                 Path(args.output_dir), args.alpha, as_image)), flush=True)
+            progress.update(len(part.positions) + len(part.failures))
     return 0 if ok else 1
 
 
@@ -165,8 +145,20 @@ def _bench(arguments: Sequence[str]) -> int:
     return 0
 
 
+def pixel_count(text: str) -> int:
+    """A ``--max-pixels`` value: an integer, in plain or exponent notation (4e7); 0 = no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}")
+    return int(value)
+
+
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
+    from onnxcam.preprocessing import add_preprocessing_arguments
     from onnxcam.registry import METHODS
 
     parser = _Parser(prog="onnxcam", description="Grad-CAM heatmaps from ONNX explain-graphs.")
@@ -177,7 +169,9 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
                                   description="Explain images with an explain-graph; prints one "
                                               "JSON line per image and writes PNG overlays and "
                                               "one grid figure per image.")
-    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to models/NAME.onnx")
+    explain.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME exported to "
+                                                       "models/NAME.onnx; or a plain classifier .onnx file "
+                                                       "(gradient-free methods: rise, occlusion)")
     explain.add_argument("images", metavar="IMAGES", nargs="+",
                          help="image files, folders (searched recursively) or glob patterns")
     explain.add_argument("--method", default="gradcam",
@@ -189,7 +183,8 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     which.add_argument("--all-classes", action="store_true",
                        help=f"explain every class (models with at most {MAX_ALL_CLASSES} classes)")
     explain.add_argument("--samples", type=int,
-                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50)")
+                         help="smoothgrad's noisy copies / integrated-gradients' path points (default 50); "
+                              "rise's masks (default 5000)")
     explain.add_argument("--noise", type=float,
                          help="smoothgrad's noise std as a fraction of the input's range (default 0.15)")
     explain.add_argument("-o", "--output-dir", default="onnxcam_out",
@@ -197,14 +192,23 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
     explain.add_argument("--forward-batch-size", type=int, default=32,
-                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad "
-                              "and integrated-gradients (default 32)")
+                         help="rows per extra forward pass of scorecam, ablationcam, smoothgrad, "
+                              "integrated-gradients, rise and occlusion (default 32)")
     explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
     explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
     explain.add_argument("--no-spinning", action="store_true",
                          help="waiting onnxruntime threads sleep instead of busy-waiting")
     explain.add_argument("--cache", action="store_true",
                          help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
+    explain.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                         help="largest image accepted, width x height, read from the file's header "
+                              f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+    add_preprocessing_arguments(explain, size_and_labels=True)
+    explain.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="explain on Ray (pip install 'onnxcam[ray]'): the cluster at ADDRESS, "
+                              "or a local Ray without one; also writes OUT/explain.parquet")
+    explain.add_argument("--actors", type=int, help="with --ray: actors, each with one session "
+                                                    "(default one per two cores of the cluster)")
     explain.set_defaults(run=_explain)
 
     info = commands.add_parser("info", help="print an explain-graph's metadata as JSON")
@@ -216,6 +220,11 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     if with_export:
         _export_module().add_export_arguments(export)
     export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="explain images over HTTP, with a page for people "
+                                              f"(needs {serve_command.INSTALL_HINT})")
+    serve_command.add_arguments(serve, pixel_count)
+    serve.set_defaults(run=serve_command.run)
 
     # listed for --help only: main() hands every argument after `bench` to benchmarks/bench.py
     commands.add_parser("bench", help="time onnxcam against plain inference and the torch libraries "

@@ -1,16 +1,21 @@
 """The high-level API: run an explain-graph on images and turn its outputs into heatmaps."""
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from onnxcam.artifact import LOGITS, TARGET_INDICES
+from onnxcam.boxes import THRESHOLD, Box, map_boxes
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, identity_geometry, load_image, preprocess, to_rgb_uint8
+from onnxcam.imageops import (
+    DEFAULT_MAX_PIXELS, Geometry, check_pixels, identity_geometry, load_image, preprocess, to_rgb_uint8,
+)
+from onnxcam.inputs import images_under
 from onnxcam.methods import InGraphMap, Method, normalize_maps, resize_maps
 from onnxcam.registry import get_method
 from onnxcam.runner import Batch, GraphRunner
@@ -45,6 +50,43 @@ class ExplainResult:
     def label(self, i: int, k: int = 0) -> Optional[str]:
         """Name of the class explained for image ``i``, target ``k`` (None without labels)."""
         return self.labels[int(self.classes[i, k])] if self.labels else None
+
+    def boxes(self, i: int, k: int = 0, threshold: float = THRESHOLD, mode: str = "largest",
+              min_area: float = 0.0) -> list[Box]:
+        """Weakly-supervised boxes of image ``i``, target ``k``, in the image's own pixels (see
+        :func:`onnxcam.boxes.map_boxes`); none for a map flagged in ``zero_maps``."""
+        if self.zero_maps[i, k]:
+            return []
+        return map_boxes(self.heatmaps[i][k], threshold, mode, min_area)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["ExplainResult"]) -> "ExplainResult":
+        """One result over the images of several results of the same method, in order."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+
+        def joined(name: str) -> Optional[np.ndarray]:
+            values = [getattr(part, name) for part in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        images = None if first.images is None else [image for part in parts for image in part.images]
+        geometries = (None if first.geometries is None
+                      else [geometry for part in parts for geometry in part.geometries])
+        return cls(method=first.method, classes=joined("classes"), probs=joined("probs"),
+                   logits=joined("logits"), heatmaps=[h for part in parts for h in part.heatmaps],
+                   raw_maps=joined("raw_maps"), zero_maps=joined("zero_maps"), images=images,
+                   labels=first.labels, attributions=joined("attributions"), geometries=geometries)
+
+
+@dataclass
+class ExplainedBatch:
+    """One batch of :meth:`Explainer.explain_iter`: the images explained, and those that failed."""
+
+    positions: list[int]  # where each explained image stands in the input stream
+    sources: list[str]  # their paths, or ``images[i]`` for arrays
+    results: list[ExplainResult]  # one per method; image j of each is ``positions[j]``
+    failures: list[tuple[int, str, str]]  # (position, source, one-line error) of unusable images
 
 
 class _Part(NamedTuple):
@@ -94,10 +136,14 @@ class Explainer:
     """An explain-graph loaded with onnxruntime, ready to explain images."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False):
+                 threads: Optional[int] = None, spinning: bool = True, cache: bool = False,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         """``providers``: onnxruntime providers (default CUDA when available, else CPU);
-        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`."""
+        ``threads``, ``spinning``, ``cache``: see :func:`onnxcam.session.open_session`;
+        ``max_pixels``: the largest image (width x height) accepted, checked from a file's
+        header before decoding (None: no limit)."""
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
 
@@ -126,17 +172,10 @@ class Explainer:
 
     def _load(self, images: Union[ImageLike, Sequence[ImageLike]]) -> list[np.ndarray]:
         """Paths and arrays to RGB uint8 arrays."""
-        single = isinstance(images, (str, os.PathLike))
-        if single or (isinstance(images, np.ndarray) and images.ndim < 4):
-            images = [images]
-        elif isinstance(images, np.ndarray):
-            raise OnnxcamError("images: got a 4-D array; pass normalized=True for a preprocessed "
-                               "[N, 3, H, W] batch, or a list of HxWx3 uint8 images")
-        images = list(images)
+        images = list(_image_stream(images))
         if not images:
             raise OnnxcamError("images: nothing to explain")
-        return [load_image(image) if isinstance(image, (str, os.PathLike))
-                else to_rgb_uint8(image, f"images[{i}]") for i, image in enumerate(images)]
+        return [_load_one(image, i, self.max_pixels) for i, image in enumerate(images)]
 
     def _check_normalized(self, batch: np.ndarray) -> np.ndarray:
         """Validate a preprocessed [N, 3, H, W] batch."""
@@ -200,42 +239,107 @@ class Explainer:
         integrated-gradients) run ``forward_batch_size`` rows at a time, with a progress bar
         on a terminal's stderr when ``progress``.
         """
-        chosen = [self.method(m, samples=samples, noise=noise) for m in methods]
-        if batch_size < 1:
-            raise OnnxcamError(f"batch_size: must be at least 1, got {batch_size}")
-        if forward_batch_size < 1:
-            raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
+        chosen = self._prepare(methods, batch_size, forward_batch_size, samples, noise)
         originals = None if normalized else self._load(images)
         tensor = self._check_normalized(images) if normalized else None
         count = len(tensor) if normalized else len(originals)
         target_rows = target_matrix(targets, top_k, count, self.num_classes)
-        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES]
-                                   + [name for m in chosen for name in m.fetch(self.info)]))
-        classes, logits, geometries, parts = [], [], [], []
+        parts = []
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             if normalized:
-                batch, shapes = tensor[start:stop], [identity_geometry(self.info)] * (stop - start)
+                pictures, batch = None, tensor[start:stop]
+                geometries = [identity_geometry(self.info)] * (stop - start)
             else:
-                batch, shapes = preprocess(originals[start:stop], self.info)
-            out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows[start:stop])))
-            context = Batch(batch, out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32),
-                            out, self.runner, forward_batch_size, progress)
-            classes.append(context.classes)
-            logits.append(context.logits)
-            geometries += shapes
-            parts.append(self._explain_batch(chosen, context, shapes))
-        classes, logits = np.concatenate(classes), np.concatenate(logits)
-        probs = _softmax_at(logits, classes)
-        results = []
-        for m, method in enumerate(chosen):
-            mine = [p[m] for p in parts]
-            attributions = (None if mine[0].attributions is None
-                            else np.concatenate([p.attributions for p in mine]))
-            results.append(ExplainResult(
-                method=method.name, classes=classes, probs=probs, logits=logits,
-                heatmaps=[h for p in mine for h in p.heatmaps],
-                raw_maps=np.concatenate([p.raw_maps for p in mine]),
-                zero_maps=np.concatenate([p.zero_maps for p in mine]), images=originals,
-                labels=self.labels, attributions=attributions, geometries=geometries))
-        return results
+                pictures = originals[start:stop]
+                batch, geometries = preprocess(pictures, self.info)
+            parts.append(self._run_batch(chosen, batch, geometries, pictures, target_rows[start:stop],
+                                         forward_batch_size, progress))
+        return [ExplainResult.concatenate(column) for column in zip(*parts)]
+
+    def explain_iter(self, images: Union[ImageLike, Iterable[ImageLike]],
+                     methods: Union[MethodLike, Sequence[MethodLike]] = "gradcam",
+                     targets: Targets = None, top_k: int = 1, batch_size: int = 8,
+                     samples: Optional[int] = None, noise: Optional[float] = None,
+                     forward_batch_size: int = 32, progress: bool = False) -> Iterator[ExplainedBatch]:
+        """Explain a stream of images ``batch_size`` at a time, reading each batch only when it
+        runs: memory stays that of one batch however long the stream. ``images``: a folder (its
+        images, recursively), a path, an array, or any iterable of them. Yields one
+        :class:`ExplainedBatch` per batch; an image that cannot be read or used is reported in
+        its ``failures`` and the others still run. ``targets``: as for :meth:`explain`; an
+        [N, K] array gives row i to the stream's image i. Other arguments as for
+        :meth:`explain_methods`, which ``methods`` may name one of or several.
+        """
+        methods = [methods] if isinstance(methods, (str, Method)) else list(methods)
+        chosen = self._prepare(methods, batch_size, forward_batch_size, samples, noise)
+        per_image = targets is not None and np.ndim(targets) == 2
+        rows = np.asarray(targets) if per_image else target_matrix(targets, top_k, 1, self.num_classes)
+        stream = enumerate(_image_stream(images))
+        while chunk := list(itertools.islice(stream, batch_size)):
+            loaded, failures = [], []
+            for position, image in chunk:
+                source = str(image) if isinstance(image, (str, os.PathLike)) else f"images[{position}]"
+                try:
+                    loaded.append((position, source, _load_one(image, position, self.max_pixels)))
+                except OnnxcamError as error:
+                    failures.append((position, source, str(error)))
+            positions = [position for position, _, _ in loaded]
+            results = []
+            if loaded:
+                if per_image:
+                    if positions[-1] >= len(rows):
+                        raise OnnxcamError(f"targets: has {len(rows)} rows, the stream more images")
+                    chosen_rows = target_matrix(rows[positions], top_k, len(positions), self.num_classes)
+                else:
+                    chosen_rows = np.repeat(rows, len(positions), axis=0)
+                pictures = [image for _, _, image in loaded]
+                batch, geometries = preprocess(pictures, self.info)
+                results = self._run_batch(chosen, batch, geometries, pictures, chosen_rows,
+                                          forward_batch_size, progress)
+            yield ExplainedBatch(positions, [source for _, source, _ in loaded], results, failures)
+
+    def _prepare(self, methods: Sequence[MethodLike], batch_size: int, forward_batch_size: int,
+                 samples: Optional[int], noise: Optional[float]) -> list[Method]:
+        """The methods, checked against this file, after the batching options are checked."""
+        if batch_size < 1:
+            raise OnnxcamError(f"batch_size: must be at least 1, got {batch_size}")
+        if forward_batch_size < 1:
+            raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
+        return [self.method(m, samples=samples, noise=noise) for m in methods]
+
+    def _run_batch(self, chosen: Sequence[Method], batch: np.ndarray, geometries: list[Geometry],
+                   pictures: Optional[list[np.ndarray]], target_rows: np.ndarray,
+                   forward_batch_size: int, progress: bool) -> list[ExplainResult]:
+        """One graph run over a preprocessed batch; one ExplainResult per method."""
+        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES]
+                                   + [name for m in chosen for name in m.fetch(self.info)]))
+        out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows)))
+        context = Batch(batch, out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32),
+                        out, self.runner, forward_batch_size, progress)
+        probs = _softmax_at(context.logits, context.classes)
+        return [ExplainResult(
+            method=method.name, classes=context.classes, probs=probs, logits=context.logits,
+            heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,
+            labels=self.labels, attributions=part.attributions, geometries=geometries)
+            for method, part in zip(chosen, self._explain_batch(chosen, context, geometries))]
+
+
+def _image_stream(images: Union[ImageLike, Iterable[ImageLike]]) -> Iterable[ImageLike]:
+    """The images of a folder, one path or array, or an iterable of them, lazily."""
+    if isinstance(images, (str, os.PathLike)):
+        return images_under(Path(images)) if Path(images).is_dir() else [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim >= 4:
+            raise OnnxcamError("images: got a 4-D array; pass normalized=True for a preprocessed "
+                               "[N, 3, H, W] batch, or a list of HxWx3 uint8 images")
+        return [images]
+    return images
+
+
+def _load_one(image: ImageLike, position: int, max_pixels: Optional[int]) -> np.ndarray:
+    """A path or an array as an RGB uint8 array, of at most ``max_pixels`` pixels."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, max_pixels)
+    array = to_rgb_uint8(image, f"images[{position}]")
+    check_pixels(array.shape[1], array.shape[0], max_pixels, f"images[{position}]")
+    return array

@@ -5,13 +5,14 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
+from onnxcam.imagesize import image_size
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # IEND chunk type and its CRC
@@ -87,31 +88,64 @@ def _bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array; OnnxcamError if it cannot be read."""
-    def fail(reason: str) -> OnnxcamError:
-        return OnnxcamError(f"{path}: cannot read image ({reason})")
+DEFAULT_MAX_PIXELS = 40_000_000  # about 40 megapixels: 7300 x 5500, or a 8K frame five times over
+SUPPORTED_FORMATS = "PNG, JPEG, GIF, BMP, WebP, TIFF, PBM/PGM/PPM"
 
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except OSError as error:
-        raise fail(error.strerror or type(error).__name__) from None
+
+class UnsupportedImage(OnnxcamError):
+    """The data is not an image in a format whose size can be read from its header."""
+
+
+class ImageTooLarge(OnnxcamError):
+    """The image has more pixels than the limit allows."""
+
+
+def check_pixels(width: int, height: int, max_pixels: Optional[int], name: str) -> None:
+    """ImageTooLarge when ``width`` x ``height`` exceeds ``max_pixels`` (None or 0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: image is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels), "
+            f"over the limit of {max_pixels / 1e6:g} megapixels (--max-pixels or max_pixels= raises it)")
+
+
+def decode_image(data: bytes, name: str = "image",
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes as an HxWx3 uint8 RGB array. The size is read from the
+    header and checked against ``max_pixels`` before any pixel is decoded; OnnxcamError
+    (UnsupportedImage, ImageTooLarge) names ``name`` and the reason when it cannot be read."""
+    def fail(reason: str, kind: type[OnnxcamError] = OnnxcamError) -> OnnxcamError:
+        return kind(f"{name}: cannot read image ({reason})")
+
     if not data:
         raise fail("empty file")
     if _truncated(data):
         raise fail("truncated file")
+    size = image_size(data)
+    if size is None:
+        raise fail(f"not a supported image format ({SUPPORTED_FORMATS}), or corrupt", UnsupportedImage)
+    check_pixels(*size, max_pixels, name)
     # JPEGs go through IMREAD_COLOR so EXIF orientation is applied; others keep alpha and depth.
     flags = cv2.IMREAD_COLOR if data.startswith(b"\xff\xd8") else cv2.IMREAD_UNCHANGED
     with _quiet_opencv():
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
-        raise fail("not a supported image format, or corrupt")
+        raise fail("corrupt, or a variant of its format that cannot be decoded")
+    check_pixels(image.shape[1], image.shape[0], max_pixels, name)
     try:
         return _bgr_to_rgb(image)
     except ValueError as error:
         raise fail(str(error)) from None
+
+
+def load_image(path: str | os.PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 RGB array (see :func:`decode_image`)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise OnnxcamError(f"{path}: cannot read image (no such file)") from None
+    except OSError as error:
+        raise OnnxcamError(f"{path}: cannot read image ({error.strerror or type(error).__name__})") from None
+    return decode_image(data, str(path), max_pixels)
 
 
 def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
@@ -203,18 +237,52 @@ def fit(image: np.ndarray, info: ArtifactInfo) -> tuple[np.ndarray, Geometry]:
     return _crop(resized, top, left, h, w), Geometry((h0, w0), (rh, rw), (top, left), (h, w))
 
 
-def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
-    """RGB uint8 images to the normalized float32 [N, 3, H, W] input, plus each image's Geometry.
-    ``(x / 255 - mean) / std`` is one scale and one offset per channel, applied to the whole
-    batch at once."""
+def fit_pixels(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
+    """RGB uint8 images fitted to the input (see :func:`fit`) as float32 RGB [N, 3, H, W] pixels
+    in [0, 1], before normalization, plus each image's Geometry."""
     fitted, geometries = zip(*(fit(image, info) for image in images))
-    std = np.asarray(info.std, np.float64)
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    offset = (np.asarray(info.mean, np.float64) / std).astype(np.float32)
-    pixels = np.stack(fitted).astype(np.float32)  # [N, H, W, 3]
-    pixels *= scale
-    pixels -= offset
+    pixels = np.stack(fitted).astype(np.float32)
+    pixels *= np.float32(1.0 / 255.0)
     return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), list(geometries)
+
+
+def normalize(pixels: np.ndarray, info: ArtifactInfo) -> np.ndarray:
+    """RGB pixels [..., 3, H, W] in [0, 1] to the input the model takes (see
+    :func:`input_transform`)."""
+    order, scale, offset, channels_last = input_transform(info)
+    normalized = pixels[..., order, :, :] * scale[:, None, None] - offset[:, None, None]
+    return np.ascontiguousarray(np.moveaxis(normalized, -3, -1) if channels_last else normalized, np.float32)
+
+
+def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
+    """RGB uint8 images to the float32 input the model takes (see :func:`input_transform`), plus
+    each image's Geometry; the whole batch at once, in the fitted images' channels-last order."""
+    order, scale, offset, channels_last = input_transform(info)
+    fitted, geometries = zip(*(fit(image, info) for image in images))
+    batch = np.stack(fitted)
+    batch = (batch if order == [0, 1, 2] else batch[..., order]).astype(np.float32)
+    batch *= scale / np.float32(255.0)
+    batch -= offset
+    return batch if channels_last else np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), list(geometries)
+
+
+def input_transform(info: ArtifactInfo) -> tuple[list[int], np.ndarray, np.ndarray, bool]:
+    """How RGB pixels p in [0, 1] become the model's input: ``p[order] * scale - offset`` per
+    channel (channels in ``info.channels`` order, scaled to [0, ``info.scale``], then
+    ``(x - mean) / std``), channels last for ``layout`` NHWC. Returns (order, scale, offset,
+    channels last?); OnnxcamError for a channel order, layout or scale the runtime does not know."""
+    channels, layout = info.channels.upper(), info.layout.upper()
+    if channels not in ("RGB", "BGR"):
+        raise OnnxcamError(f"channels: expected RGB or BGR, got {info.channels!r}")
+    if layout not in ("NCHW", "NHWC"):
+        raise OnnxcamError(f"layout: expected NCHW or NHWC, got {info.layout!r}")
+    if info.scale not in (1, 255):
+        raise OnnxcamError(f"scale: expected 1 or 255 (pixels in [0, 1] or [0, 255]), got {info.scale!r}")
+    mean, std = np.asarray(info.mean, np.float64), np.asarray(info.std, np.float64)
+    if mean.shape != (3,) or std.shape != (3,) or not np.all(std != 0):
+        raise OnnxcamError(f"mean, std: expected three values each, std nonzero (got {info.mean}, {info.std})")
+    return ([0, 1, 2] if channels == "RGB" else [2, 1, 0], (info.scale / std).astype(np.float32),
+            (mean / std).astype(np.float32), layout == "NHWC")
 
 
 def identity_geometry(info: ArtifactInfo) -> Geometry:

@@ -10,7 +10,7 @@ from pathlib import Path
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-def _images_under(folder: Path) -> list[Path]:
+def images_under(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
@@ -25,14 +25,14 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[str]]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = _images_under(path)
+            found = images_under(path)
             if not found:
                 errors.append(f"{arg}: no images found in this folder")
         elif path.exists():
             found = [path]
         elif glob.has_magic(arg):
             matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            found = [f for m in matches for f in (_images_under(m) if m.is_dir() else [m])]
+            found = [f for m in matches for f in (images_under(m) if m.is_dir() else [m])]
             if not found:
                 errors.append(f"{arg}: no files match this pattern")
         else:

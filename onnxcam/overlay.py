@@ -34,15 +34,28 @@ def overlay(image_rgb_uint8: np.ndarray, heatmap01: np.ndarray, alpha: float = 0
     return cv2.addWeighted(colorize(heat), alpha, image, 1.0 - alpha, 0.0)
 
 
+def encode_png(rgb: np.ndarray, name: str = "image", level: Optional[int] = None) -> bytes:
+    """An RGB uint8 image as the bytes of a PNG file. ``level``: None for OpenCV's default
+    compression; 0 for none (no row filters either: about 20 times faster, twice the bytes
+    of a photo overlay); 1-9 for zlib's levels."""
+    if level is not None and not 0 <= level <= 9:
+        raise OnnxcamError(f"level: PNG compression must be between 0 and 9, got {level}")
+    params = [] if level is None else [cv2.IMWRITE_PNG_COMPRESSION, level]
+    if level == 0 and hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.11 and later
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OnnxcamError(f"{name}: cannot encode PNG")
+    return encoded.tobytes()
+
+
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image as PNG, creating parent folders; returns the path."""
     path = Path(path)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(to_rgb_uint8(rgb), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OnnxcamError(f"{path}: cannot encode PNG")
+    encoded = encode_png(rgb, str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encoded.tobytes())
+        path.write_bytes(encoded)
     except OSError as error:
         raise OnnxcamError(f"{path}: cannot write ({error.strerror or type(error).__name__})") from None
     return path

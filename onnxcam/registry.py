@@ -7,6 +7,7 @@ import inspect
 from onnxcam.attributions import (
     GuidedBackprop, GuidedGradCAM, IntegratedGradients, Saliency, SmoothGrad,
 )
+from onnxcam.blackbox import RISE, Occlusion
 from onnxcam.errors import OnnxcamError
 from onnxcam.methods import (
     CAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, Method, XGradCAM,
@@ -16,7 +17,7 @@ from onnxcam.perturbation import AblationCAM, ScoreCAM
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     GradCAM, CAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, EigenGradCAM,
     ScoreCAM, AblationCAM, GuidedBackprop, GuidedGradCAM, Saliency, SmoothGrad,
-    IntegratedGradients)}
+    IntegratedGradients, RISE, Occlusion)}
 
 
 def get_method(name: str, **options) -> Method:

@@ -44,12 +44,20 @@ def select_providers(requested: Optional[Sequence[str]],
     return chosen
 
 
+class NotExplainGraph(OnnxcamError):
+    """A valid ONNX file without onnxcam metadata: a plain model, not an explain-graph."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path}: not an onnxcam explain-graph (no '{METADATA_KEY}' metadata); "
+                         "export one with `onnxcam export`")
+        self.path = path
+
+
 def read_info(path: Path, session: ort.InferenceSession) -> ArtifactInfo:
     """The ArtifactInfo stored in a session's model metadata, validated against the graph."""
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if text is None:
-        raise OnnxcamError(f"{path}: not an onnxcam explain-graph (no '{METADATA_KEY}' metadata); "
-                           "export one with `onnxcam export`")
+        raise NotExplainGraph(path)
     try:
         info = ArtifactInfo.from_json(text)
     except (ValueError, TypeError, KeyError) as error:

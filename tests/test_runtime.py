@@ -376,7 +376,7 @@ def test_open_session_errors(tmp_path):
     make_explain_graph(tmp_path / "other.onnx", metadata=other.to_json())
     cases = [("missing.onnx", "no such model file"), ("junk.onnx", "not a valid ONNX model: "),
              ("plain.onnx", "not an onnxcam explain-graph \\(no 'onnxcam' metadata\\); export one"),
-             ("future.onnx", "explain-graph format version 99 is newer than this onnxcam supports \\(1\\)"),
+             ("future.onnx", "explain-graph format version 99 is newer than this onnxcam supports \\(2\\)"),
              ("corrupt.onnx", "corrupt 'onnxcam' metadata \\("),
              ("other.onnx", "broken explain-graph: it lacks 'activations/layer4', 'gradients/layer4'")]
     for name, message in cases:

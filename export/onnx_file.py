@@ -1,0 +1,306 @@
+"""Export a plain ONNX classifier file as an explain-graph.
+
+The file is read into a torch module (:mod:`onnxcam_export.onnx_reader`) and handed to the
+exporter, whose own check compares the graph with that module in eager torch. Then the written
+graph is checked against the original file run by onnxruntime: the logits, each target layer's
+activations, and each target layer's gradient against central finite differences of the file's
+score along a few directions (the file with the layer's tensor shifted by ``t * v``).
+
+The explain-graph's ``input`` is the v1 contract's [N, 3, H, W] in RGB order: the module
+transposes it to NHWC and reverses the channels where the file wants that, and the metadata's
+mean and std are stored in RGB order. The pixel scale (``scale``) stays the file's own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from onnxcam import artifact
+from onnxcam.artifact import ArtifactInfo
+from onnxcam.errors import OnnxcamError, first_line
+from onnxcam.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PlainInput, describe_input
+from onnxcam_export.onnx_reader import OnnxClassifier
+
+_CLASS_OPS = ("Softmax", "LogSoftmax")  # a final op of these is recognized and looked through
+_SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Identity")
+# finite differences against the graph's gradient g, as |difference - g . v| / |g| for unit v:
+RELATIVE_ERROR = 1e-3  # along random directions
+SCALE_ERROR = 1e-2  # along g itself, where a step crosses the most ReLU kinks downstream
+LOGITS_ERROR = 1e-4  # relative L2 of the graph's logits against the file's
+# finite-difference steps, relative to the layer's norm; the best counts (the larger steps
+# win where float32 rounding of large scores dominates, the smaller where ReLU kinks do)
+FD_STEPS = (1e-2, 1e-3, 1e-4)
+
+
+@dataclass
+class OnnxSource:
+    """A plain classifier file as onnxcam reads it."""
+
+    path: Path
+    model: object  # onnx.ModelProto
+    image: PlainInput
+    output: str  # the file output read
+    logits: str  # the tensor taken as logits: the output, or the input of its final softmax
+    softmax: bool  # the output is a (log-)softmax of ``logits``
+
+
+def read_source(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
+                input_size: Optional[Sequence[int]] = None) -> OnnxSource:
+    """Load ``path`` and find its image input, its output and the logits behind it."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxcamError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's and onnx's own exception types
+        raise OnnxcamError(f"{path}: not a valid ONNX model: {first_line(exc)}") from exc
+    if any(p.key == artifact.METADATA_KEY for p in model.metadata_props):
+        raise OnnxcamError(f"{path} is already an onnxcam explain-graph")
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise OnnxcamError(f"{path}: has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                           "expected one image input")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    image = describe_input(dims, inputs[0].name, path, layout, input_size)
+    outputs = [o.name for o in model.graph.output]
+    output = output or outputs[0]
+    if output not in outputs:
+        raise OnnxcamError(f"--output-name: {path} has no output {output!r} (it has {', '.join(outputs)})")
+    logits, softmax = _logits_behind(model, output)
+    return OnnxSource(path, model, image, output, logits, softmax)
+
+
+def _logits_behind(model, output: str) -> tuple[str, bool]:
+    """The tensor whose (log-)softmax ``output`` is, through reshapes, else ``output`` itself."""
+    producer = {name: node for node in model.graph.node for name in node.output}
+    name = output
+    while name in producer and producer[name].op_type in _SHAPE_OPS:
+        name = producer[name].input[0]
+    node = producer.get(name)
+    if node is not None and node.op_type in _CLASS_OPS:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        if (opset < 13 and axis in (None, 1)) or (opset >= 13 and axis in (1, -1, None)):
+            return node.input[0], True
+    return output, False
+
+
+def classifier(source: OnnxSource, channels: str = "RGB") -> OnnxClassifier:
+    """The file as a torch module taking RGB NCHW batches (``channels``: the file's order)."""
+    return OnnxClassifier(source.model, source.image.name, source.logits, source.image.layout,
+                          channels.upper(), source.image.batch).eval()
+
+
+def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensors that can be target layers, with their shapes, in the order the graph computes
+    them: [N, C, h, w] with h and w both above 1 (a [N, 1, 1, C] vector that a TensorFlow
+    converter left channels-last is not a map)."""
+    import torch
+
+    from onnxcam_export.inspect import candidate_layers
+
+    return [(name, shape) for name, shape in candidate_layers(module, torch.randn(1, 3, *size))
+            if shape[2] > 1 and shape[3] > 1]
+
+
+def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
+    """The last spatial tensor: the one before global pooling, as the zoo picks."""
+    candidates = tensor_candidates(module, size)
+    if not candidates:
+        raise OnnxcamError("no tensor of the graph is a spatial [N, C, h, w] map; pass --layer")
+    return candidates[-1][0]
+
+
+def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[Sequence[str]] = None,
+                     input_size: Optional[Sequence[int]] = None, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, scale: int = 1, channels: str = "RGB",
+                     layout: Optional[str] = None, labels: Optional[Sequence[str]] = None,
+                     output: Optional[str] = None, verify: bool = True, **options) -> ArtifactInfo:
+    """Write the plain classifier file ``path`` as an explain-graph to ``out``.
+
+    ``mean``, ``std`` (in ``channels`` order, on pixels in [0, ``scale``]), ``channels``
+    (``RGB`` or ``BGR``), ``layout`` (None: guessed from the input's shape) and ``input_size``
+    (for a dynamic one) describe what the file expects; ``output`` names the file output holding
+    the class scores (default: the first). ``target_layers`` are ONNX tensor names (default: the
+    last spatial tensor). ``options`` go to :func:`onnxcam_export.export` (``guided``,
+    ``plain_input_gradient``, ``score``, ``resize``, ``maps``, ``precision``, ``opset``).
+    """
+    from onnxcam_export import export
+
+    channels = channels.upper()
+    if channels not in ("RGB", "BGR"):
+        raise OnnxcamError(f"--channels: expected rgb or bgr, got {channels.lower()!r}")
+    if scale not in (1, 255):
+        raise OnnxcamError(f"--scale: expected 1 or 255, got {scale}")
+    source = read_source(path, output, layout, input_size)
+    module = classifier(source, channels)
+    order = slice(None, None, -1) if channels == "BGR" else slice(None)
+    target_layers = list(target_layers or [default_target(module, source.image.size)])
+    info = export(module, out, target_layers, input_size=source.image.size,
+                  mean=list(mean)[order], std=list(std)[order], labels=labels,
+                  source=f"onnx:{source.path.name}", verify=verify, **options)
+    info = _with_scale(Path(out), info, scale, source)
+    if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
+        try:
+            check_against_file(Path(out), source, info, channels)
+        except OnnxcamError:
+            Path(out).unlink(missing_ok=True)
+            raise
+    return info
+
+
+def _with_scale(out: Path, info: ArtifactInfo, scale: int, source: OnnxSource) -> ArtifactInfo:
+    """Store the pixel scale and what the file itself takes in the written file's metadata."""
+    import onnx
+
+    info.scale = scale
+    info.extra = {**info.extra, "onnx_input": source.image.name, "onnx_layout": source.image.layout,
+                  "onnx_output": source.output, "onnx_softmax": source.softmax}
+    model = onnx.load(str(out))
+    for entry in model.metadata_props:
+        if entry.key == artifact.METADATA_KEY:
+            entry.value = info.to_json()
+    onnx.save(model, str(out))
+    return info
+
+
+def _file_layout(x: np.ndarray, image: PlainInput, channels: str) -> np.ndarray:
+    """An explain-graph input [N, 3, H, W] (RGB) as the file takes it."""
+    x = x[:, ::-1] if channels == "BGR" else x
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if image.layout == "NHWC" else x)
+
+
+def shifted_model(model, tensors: Sequence[str], outputs: Sequence[str]):
+    """A copy of ``model`` in which each tensor in ``tensors`` is shifted by a new input
+    ``onnxcam_shift/<i>`` before anything reads it, and ``outputs`` are graph outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    for i, name in enumerate(tensors):
+        shifted, shift = f"{name}/onnxcam_shifted", f"onnxcam_shift/{i}"
+        for node in graph.node:
+            node.input[:] = [shifted if n == name else n for n in node.input]
+        position = next((j + 1 for j, node in enumerate(graph.node) if name in node.output), 0)
+        graph.node.insert(position, helper.make_node("Add", [name, shift], [shifted]))
+        graph.input.append(helper.make_tensor_value_info(shift, TensorProto.FLOAT, None))
+    present = {o.name for o in graph.output}
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in present)
+    return copy
+
+
+def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channels: str) -> None:
+    """Compare the explain-graph ``out`` with the original file, run by onnxruntime: logits
+    (relative L2 <= LOGITS_ERROR), activations, and per target layer the directional
+    derivative of the explained score along three random unit directions (error <=
+    RELATIVE_ERROR of the gradient's norm) and along the graph's own gradient (a check of its
+    scale, <= SCALE_ERROR) against central finite differences of the file, at the best of
+    FD_STEPS; the same for the plain input gradient when the graph has one."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    cpu = ["CPUExecutionProvider"]
+    graph = ort.InferenceSession(str(out), options, providers=cpu)
+    original = ort.InferenceSession(
+        shifted_model(source.model, info.layers, [source.logits, *info.layers]).SerializeToString(),
+        options, providers=cpu)
+    rng = np.random.default_rng(0)
+    h, w = info.input_size
+    x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+    if info.scale == 255:
+        x *= 50.0  # inputs of the file's own range
+    feeds = {artifact.INPUT: x, artifact.TARGETS: np.array([[-1]], np.int64)}
+    if artifact.LAYER_INPUT in {i.name for i in graph.get_inputs()}:
+        shape = [i.shape for i in graph.get_inputs() if i.name == artifact.LAYER_INPUT][0]
+        feeds[artifact.LAYER_INPUT] = np.zeros([0] + [int(d) for d in shape[1:]], np.float32)
+    names = [artifact.LOGITS, artifact.TARGET_INDICES]
+    for layer in info.layers:
+        names += [artifact.activation_name(layer), artifact.gradient_name(layer)]
+    names += [artifact.PLAIN_INPUT_GRADIENTS] if info.plain_input_gradient else []
+    got = dict(zip(names, graph.run(names, feeds)))
+    batch = source.image.batch or 1
+    file_x = np.repeat(_file_layout(x, source.image, channels), batch, axis=0)
+    shapes = {}
+
+    def run(shifts: dict[str, np.ndarray], image: np.ndarray = file_x) -> list[np.ndarray]:
+        feed = {source.image.name: image}
+        for i, layer in enumerate(info.layers):
+            shift = np.zeros(shapes.get(layer, (1,)), np.float32)
+            if layer in shifts:
+                shift[:1] = shifts[layer]  # the first row: the image checked
+            feed[f"onnxcam_shift/{i}"] = shift
+        return original.run([source.logits, *info.layers], feed)
+
+    base = run({})
+    shapes.update({layer: base[1 + i].shape for i, layer in enumerate(info.layers)})
+    logits = base[0].reshape(batch, -1)[:1]
+    if _relative(got[artifact.LOGITS], logits) > LOGITS_ERROR:
+        raise OnnxcamError(f"export check failed: the explain-graph's logits differ from {source.path.name}'s "
+                           f"(relative error {_relative(got[artifact.LOGITS], logits):.1e})")
+    target = int(got[artifact.TARGET_INDICES][0, 0])
+
+    def score(outputs: list[np.ndarray]) -> float:
+        row = outputs[0].reshape(batch, -1)[0].astype(np.float64)
+        if info.score == "softmax":
+            row = np.exp(row - row.max())
+            row /= row.sum()
+        return float(row[target])
+
+    for i, layer in enumerate(info.layers):
+        activation = base[1 + i][:1]
+        if activation.shape != got[artifact.activation_name(layer)].shape or \
+                _relative(got[artifact.activation_name(layer)], activation) > LOGITS_ERROR:
+            raise OnnxcamError(f"export check failed: activations of {layer!r} differ from the file's tensor")
+        gradient = got[artifact.gradient_name(layer)][0, 0].astype(np.float64)
+        _check_directions(layer, gradient, activation, lambda shift: score(run({layer: shift})), rng, source)
+    if info.plain_input_gradient:
+        def input_score(shift: np.ndarray) -> float:
+            moved = file_x.copy()
+            moved[:1] += _file_layout(shift[:1], source.image, channels)
+            return score(run({}, moved))
+
+        _check_directions(artifact.INPUT, got[artifact.PLAIN_INPUT_GRADIENTS][0, 0].astype(np.float64), x,
+                          input_score, rng, source)
+
+
+def _check_directions(name: str, gradient: np.ndarray, value: np.ndarray, shifted_score, rng,
+                      source: OnnxSource) -> None:
+    """Central differences of ``shifted_score`` (the file's score with ``value`` shifted)
+    against the graph's ``gradient``, along it and three random unit directions."""
+    norm = float(np.linalg.norm(gradient))
+    if norm == 0.0:
+        return  # nothing to compare: the score does not depend on this tensor here
+    size = max(float(np.linalg.norm(value.astype(np.float64))), 1e-6)
+    shape = (1,) + gradient.shape
+    for count, v in enumerate([gradient / norm] + [_unit(rng.standard_normal(gradient.shape)) for _ in range(3)]):
+        expected = float(np.sum(gradient * v))
+        error = min(abs(_finite_difference(shifted_score, v, step * size, shape) - expected) / norm
+                    for step in FD_STEPS)
+        bound = SCALE_ERROR if count == 0 else RELATIVE_ERROR
+        if error > bound:
+            raise OnnxcamError(f"export check failed: gradients of {name!r} differ from finite differences "
+                               f"of {source.path.name} (relative error {error:.1e} > {bound:g})")
+
+
+def _finite_difference(score, v: np.ndarray, step: float, shape: tuple[int, ...]) -> float:
+    """Central difference of ``score(shift)`` along ``v``, for shifts of ``shape`` [1, ...]."""
+    shift = (step * v).astype(np.float32).reshape(shape)
+    return (score(shift) - score(-shift)) / (2 * step)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64).reshape(np.shape(a))
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
