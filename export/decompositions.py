@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch._decomp
 import torch._decomp.decompositions as core_decompositions
@@ -166,6 +167,17 @@ def max_pool2d_with_indices_backward(grad_output, input, kernel_size, stride, pa
     return flat.reshape(n, c, h, w).to(grad_output.dtype)
 
 
+def _window_counts(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool) -> list[int]:
+    """Along one axis, the elements each average-pooling window divides by (torch's rule: a
+    window is clipped to the padded input, then to the input unless padding counts)."""
+    counts = []
+    for i in range(out):
+        start = i * stride - pad
+        end = min(start + kernel, size + pad)
+        counts.append(end - start if include_pad else min(end, size) - max(start, 0))
+    return counts
+
+
 def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode,
                         count_include_pad, divisor_override):
     kernel = _pair(kernel_size)
@@ -176,10 +188,11 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_m
         scaled = grad_output / divisor_override
     elif count_include_pad and not ceil_mode:
         scaled = grad_output / (kernel[0] * kernel[1])
-    else:  # divisor = number of counted elements in each window
-        ones = torch.ones((1, 1) + tuple(input.shape[2:]), dtype=grad_output.dtype, device=grad_output.device)
-        counts = F.avg_pool2d(ones, kernel, stride, padding, ceil_mode, count_include_pad, 1)
-        scaled = grad_output / counts
+    else:  # divisor = number of counted elements in each window, one constant
+        size, out = tuple(int(d) for d in input.shape[2:]), tuple(int(d) for d in grad_output.shape[2:])
+        counts = [_window_counts(size[a], out[a], kernel[a], stride[a], padding[a], count_include_pad)
+                  for a in (0, 1)]
+        scaled = grad_output / torch.tensor(np.outer(*counts), dtype=grad_output.dtype, device=grad_output.device)
     ones_kernel = torch.ones(channels, 1, kernel[0], kernel[1], dtype=grad_output.dtype, device=grad_output.device)
     full = F.conv_transpose2d(scaled, ones_kernel, None, stride, 0, 0, channels)
     return _crop_or_pad(full, padding, input.shape[2:])
