@@ -679,13 +679,21 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """The command line; ``--child JOB RESULT`` times one contender (run by ``run_child``)."""
+    """The command line; ``--child JOB RESULT`` times one contender (run by ``run_child``),
+    ``--families ...`` runs the family benchmark (benchmarks/families.py)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         return _child(*argv[1:])
+    if argv[:1] == ["--families"]:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from benchmarks.families import main as families
+
+        return families(argv[1:])
     parser = argparse.ArgumentParser(
         prog="onnxcam bench", description="Time onnxcam against plain onnxruntime inference, "
-                                          "pytorch-grad-cam and Captum.")
+                                          "pytorch-grad-cam and Captum.",
+        epilog="onnxcam bench --families [--models a,b]: Grad-CAM against plain inference for every "
+               "model family at its default size (benchmarks/families.py; --families --help)")
     add_bench_arguments(parser)
     try:
         return run_bench(parser.parse_args(argv))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch._decomp
 import torch._decomp.decompositions as core_decompositions
@@ -166,6 +167,17 @@ def max_pool2d_with_indices_backward(grad_output, input, kernel_size, stride, pa
     return flat.reshape(n, c, h, w).to(grad_output.dtype)
 
 
+def _window_counts(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool) -> list[int]:
+    """Along one axis, the elements each average-pooling window divides by (torch's rule: a
+    window is clipped to the padded input, then to the input unless padding counts)."""
+    counts = []
+    for i in range(out):
+        start = i * stride - pad
+        end = min(start + kernel, size + pad)
+        counts.append(end - start if include_pad else min(end, size) - max(start, 0))
+    return counts
+
+
 def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode,
                         count_include_pad, divisor_override):
     kernel = _pair(kernel_size)
@@ -176,10 +188,11 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_m
         scaled = grad_output / divisor_override
     elif count_include_pad and not ceil_mode:
         scaled = grad_output / (kernel[0] * kernel[1])
-    else:  # divisor = number of counted elements in each window
-        ones = torch.ones((1, 1) + tuple(input.shape[2:]), dtype=grad_output.dtype, device=grad_output.device)
-        counts = F.avg_pool2d(ones, kernel, stride, padding, ceil_mode, count_include_pad, 1)
-        scaled = grad_output / counts
+    else:  # divisor = number of counted elements in each window, one constant
+        size, out = tuple(int(d) for d in input.shape[2:]), tuple(int(d) for d in grad_output.shape[2:])
+        counts = [_window_counts(size[a], out[a], kernel[a], stride[a], padding[a], count_include_pad)
+                  for a in (0, 1)]
+        scaled = grad_output / torch.tensor(np.outer(*counts), dtype=grad_output.dtype, device=grad_output.device)
     ones_kernel = torch.ones(channels, 1, kernel[0], kernel[1], dtype=grad_output.dtype, device=grad_output.device)
     full = F.conv_transpose2d(scaled, ones_kernel, None, stride, 0, 0, channels)
     return _crop_or_pad(full, padding, input.shape[2:])
@@ -219,6 +232,37 @@ class ContiguousAdaptivePool(torch.overrides.TorchFunctionMode):
             size = [x.shape[-2 + i] if s is None else s for i, s in enumerate(size)]
             return aten._adaptive_avg_pool2d(x.contiguous(), size)
         return func(*args, **kwargs)
+
+
+def _should_fold(tensor1: torch.Tensor, tensor2: torch.Tensor, is_out: bool) -> bool:
+    """torch's rule for folding a matrix product's leading dimensions, widened: any product
+    of a tensor with more than two dimensions and a matrix (or vector) folds into one
+    matrix product, the input copied to contiguous rows where it must be."""
+    big, small = (tensor1, tensor2) if tensor1.dim() >= tensor2.dim() else (tensor2, tensor1)
+    if big.dim() >= 3 and small.dim() <= 2 and not is_out:
+        return True
+    return _TORCH_SHOULD_FOLD(tensor1, tensor2, is_out)
+
+
+_TORCH_SHOULD_FOLD = core_decompositions.should_fold
+
+
+@contextlib.contextmanager
+def folded_matmul() -> Iterator[None]:
+    """Within this block (a trace), linear layers and matrix products on tensors with more
+    than two dimensions fold into one matrix product against the one weight.
+
+    torch's ``matmul`` decomposition folds ``[..., C] @ [C, D]`` only when the leading
+    dimensions are contiguous or the matrix requires grad. Otherwise (nn.MultiheadAttention's
+    [T, N, C] view of batch-first input, with frozen weights) it expands the matrix once per
+    leading row into a batched product: in ONNX an ``Expand`` of the weight to [T, C, D], in
+    a ViT-B at 224 px 197 copies (1.39 GB) of each block's in-projection weight.
+    """
+    core_decompositions.should_fold = _should_fold
+    try:
+        yield
+    finally:
+        core_decompositions.should_fold = _TORCH_SHOULD_FOLD
 
 
 def _channel_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -266,9 +310,15 @@ def copy(self, src, non_blocking=False):
     return src.to(dtype=self.dtype, device=self.device).expand(self.shape).clone()
 
 
+# forward ops the core decompositions would split into elementwise arithmetic, although
+# torch.onnx writes them as one ONNX op (as a plain export does) that onnxruntime runs in its
+# blocked layout: decomposed, MobileNetV3's activations broke its convolutions' layout chains
+_KEPT = (aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default)
+
+
 def explain_decompositions() -> dict:
-    """Core ATen decompositions plus the backward rewrites above."""
-    table = dict(torch._decomp.core_aten_decompositions())
+    """Core ATen decompositions (less the forward ops of ``_KEPT``) plus the backward rewrites above."""
+    table = {op: fn for op, fn in torch._decomp.core_aten_decompositions().items() if op not in _KEPT}
     table.update({
         aten.convolution_backward.default: convolution_backward,
         aten.native_batch_norm_backward.default: native_batch_norm_backward,

@@ -125,3 +125,46 @@ def cam_layer(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> O
             if torch.linalg.norm(predicted - logits) <= 1e-4 * max(float(torch.linalg.norm(logits)), 1e-12):
                 return name
     return None
+
+
+def _pointwise_classifier(module: nn.Module, classes: int) -> bool:
+    """A linear layer, or a 1x1 convolution, with one output channel per class."""
+    if isinstance(module, nn.Linear):
+        return module.out_features == classes
+    return (isinstance(module, nn.Conv2d) and module.out_channels == classes and module.groups == 1
+            and module.kernel_size == (1, 1) and module.stride == (1, 1) and module.dilation == (1, 1)
+            and module.padding in ((0, 0), "valid"))
+
+
+def channelwise_head(model: nn.Module, layers: Sequence[str], probe: torch.Tensor) -> Optional[str]:
+    """The classifier layer (a linear layer or a 1x1 convolution with one output channel per
+    class) after which only per-channel ops reach the logits (none at all, or SqueezeNet's
+    ReLU and average pooling), called once, on [N, C] or [N, C, h, w], after every target
+    layer; else None. Checked on the probe: the gradient of a class's logit at that layer's
+    output must vanish outside the class's own channel."""
+    order = [name for name, _ in layer_shapes(model, probe)]
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        classes = int(model(probe[:1]).shape[1])
+    found = [n for n in modules if n and _pointwise_classifier(modules[n], classes) and order.count(n) == 1]
+    if len(found) != 1 or any(layer not in order or order.index(layer) > order.index(found[0]) for layer in layers):
+        return None
+    name = found[0]
+    captured: list[torch.Tensor] = []
+    handle = modules[name].register_forward_hook(lambda module, args, output: captured.extend([args[0], output]))
+    try:
+        with torch.enable_grad():
+            x = probe[:1].detach().requires_grad_(True)  # frozen weights: the input carries the graph
+            logits = model(x)
+            if captured[0].dim() not in (2, 4) or captured[1].dim() != captured[0].dim():
+                return None
+            checked = 0
+            for c in torch.argsort(logits[0], descending=True)[:3].tolist():
+                (grad,) = torch.autograd.grad(logits[0, c], captured[1], retain_graph=True)
+                others = torch.cat([grad[:, :c], grad[:, c + 1:]], dim=1)
+                if others.abs().max() > 0:
+                    return None
+                checked += bool(grad[:, c].abs().max() > 0)
+    finally:
+        handle.remove()
+    return name if checked else None

@@ -188,15 +188,17 @@ class Explainer:
                                f"array, got {got}")
         return np.ascontiguousarray(batch, np.float32)
 
-    def _heatmaps(self, raw: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-        """Raw maps [K, h, w] -> heatmaps [K, H_img, W_img] and zero flags [K].
+    def _heatmaps(self, raw: np.ndarray, geometries: Sequence[Geometry]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Raw maps [N, K, h, w] -> per image heatmaps [K, H_img, W_img] and zero flags [N, K].
 
-        Order: the raw map is resized (cv2.INTER_LINEAR) to the network input size, then
-        min-max normalized there, then mapped onto the original image (zero outside a crop).
+        Order: the raw maps are resized (cv2.INTER_LINEAR) to the network input size, then
+        min-max normalized there, all at once, then mapped onto each original image (zero
+        outside a crop); an image that is the network input keeps its maps as they are.
         """
         normalized, zero = normalize_maps(resize_maps(raw, self.info.input_size))
-        heat = np.stack([geometry.to_original(m) for m in normalized])
-        return np.clip(heat, 0.0, 1.0), zero
+        heat = [maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
+                for maps, geometry in zip(normalized, geometries)]
+        return heat, zero
 
     def _explain_batch(self, methods: Sequence[Method], batch: Batch,
                        geometries: Sequence[Geometry]) -> list[_Part]:
@@ -204,9 +206,9 @@ class Explainer:
         parts = []
         for method in methods:
             explanation = method.explain(batch)
-            heat, zero = zip(*(self._heatmaps(m, g) for m, g in zip(explanation.maps, geometries)))
-            parts.append(_Part(explanation.maps.astype(np.float32), list(heat), np.stack(zero),
-                               explanation.attributions))
+            raw = np.asarray(explanation.maps, np.float32)
+            heat, zero = self._heatmaps(raw, geometries)
+            parts.append(_Part(raw, heat, zero, explanation.attributions))
         return parts
 
     def explain(self, images, method: MethodLike = "gradcam", targets: Targets = None,

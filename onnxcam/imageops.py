@@ -174,6 +174,11 @@ class Geometry:
     offset: tuple[int, int]
     input_size: tuple[int, int]
 
+    @property
+    def identity(self) -> bool:
+        """Whether the network input is the original image itself (maps need no mapping back)."""
+        return self.original == self.resized == tuple(self.input_size) and self.offset == (0, 0)
+
     def to_original(self, map_hw: np.ndarray) -> np.ndarray:
         """Map an input-resolution map onto the original image; zero outside the crop's footprint."""
         h0, w0 = self.original
@@ -249,36 +254,37 @@ def fit(image: np.ndarray, info: ArtifactInfo) -> tuple[np.ndarray, Geometry]:
 def fit_pixels(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
     """RGB uint8 images fitted to the input (see :func:`fit`) as float32 RGB [N, 3, H, W] pixels
     in [0, 1], before normalization, plus each image's Geometry."""
-    h, w = info.input_size
-    pixels = np.empty((len(images), 3, h, w), np.float32)
-    geometries = []
-    for i, image in enumerate(images):
-        fitted, geometry = fit(image, info)
-        pixels[i] = (fitted.astype(np.float32) / 255.0).transpose(2, 0, 1)
-        geometries.append(geometry)
-    return pixels, geometries
+    fitted, geometries = zip(*(fit(image, info) for image in images))
+    pixels = np.stack(fitted).astype(np.float32)
+    pixels *= np.float32(1.0 / 255.0)
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), list(geometries)
 
 
 def normalize(pixels: np.ndarray, info: ArtifactInfo) -> np.ndarray:
-    """RGB pixels [..., 3, H, W] in [0, 1] to the input the model takes: channels in
-    ``info.channels`` order scaled to [0, ``info.scale``], ``(p - mean) / std``, and channels
-    last for ``layout`` NHWC."""
-    mean, std, order, channels_last = input_transform(info)
-    scaled = pixels[..., order, :, :] * np.float32(info.scale)
-    normalized = (scaled - mean[:, None, None]) / std[:, None, None]
+    """RGB pixels [..., 3, H, W] in [0, 1] to the input the model takes (see
+    :func:`input_transform`)."""
+    order, scale, offset, channels_last = input_transform(info)
+    normalized = pixels[..., order, :, :] * scale[:, None, None] - offset[:, None, None]
     return np.ascontiguousarray(np.moveaxis(normalized, -3, -1) if channels_last else normalized, np.float32)
 
 
 def preprocess(images: Sequence[np.ndarray], info: ArtifactInfo) -> tuple[np.ndarray, list[Geometry]]:
-    """RGB uint8 images to the float32 input the model takes (see :func:`normalize`), plus each
-    image's Geometry."""
-    pixels, geometries = fit_pixels(images, info)
-    return normalize(pixels, info), geometries
+    """RGB uint8 images to the float32 input the model takes (see :func:`input_transform`), plus
+    each image's Geometry; the whole batch at once, in the fitted images' channels-last order."""
+    order, scale, offset, channels_last = input_transform(info)
+    fitted, geometries = zip(*(fit(image, info) for image in images))
+    batch = np.stack(fitted)
+    batch = (batch if order == [0, 1, 2] else batch[..., order]).astype(np.float32)
+    batch *= scale / np.float32(255.0)
+    batch -= offset
+    return batch if channels_last else np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), list(geometries)
 
 
-def input_transform(info: ArtifactInfo) -> tuple[np.ndarray, np.ndarray, list[int], bool]:
-    """(mean, std, the RGB indices of the input's channels, channels last?) of ``info``;
-    OnnxcamError for a channel order, layout or scale the runtime does not know."""
+def input_transform(info: ArtifactInfo) -> tuple[list[int], np.ndarray, np.ndarray, bool]:
+    """How RGB pixels p in [0, 1] become the model's input: ``p[order] * scale - offset`` per
+    channel (channels in ``info.channels`` order, scaled to [0, ``info.scale``], then
+    ``(x - mean) / std``), channels last for ``layout`` NHWC. Returns (order, scale, offset,
+    channels last?); OnnxcamError for a channel order, layout or scale the runtime does not know."""
     channels, layout = info.channels.upper(), info.layout.upper()
     if channels not in ("RGB", "BGR"):
         raise OnnxcamError(f"channels: expected RGB or BGR, got {info.channels!r}")
@@ -286,10 +292,11 @@ def input_transform(info: ArtifactInfo) -> tuple[np.ndarray, np.ndarray, list[in
         raise OnnxcamError(f"layout: expected NCHW or NHWC, got {info.layout!r}")
     if info.scale not in (1, 255):
         raise OnnxcamError(f"scale: expected 1 or 255 (pixels in [0, 1] or [0, 255]), got {info.scale!r}")
-    mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+    mean, std = np.asarray(info.mean, np.float64), np.asarray(info.std, np.float64)
     if mean.shape != (3,) or std.shape != (3,) or not np.all(std != 0):
         raise OnnxcamError(f"mean, std: expected three values each, std nonzero (got {info.mean}, {info.std})")
-    return mean, std, [0, 1, 2] if channels == "RGB" else [2, 1, 0], layout == "NHWC"
+    return ([0, 1, 2] if channels == "RGB" else [2, 1, 0], (info.scale / std).astype(np.float32),
+            (mean / std).astype(np.float32), layout == "NHWC")
 
 
 def identity_geometry(info: ArtifactInfo) -> Geometry:

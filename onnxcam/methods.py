@@ -24,20 +24,21 @@ LayerTensors = tuple[np.ndarray, Optional[np.ndarray]]  # (activations [N,C,h,w]
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize maps [..., h, w] to [..., H, W] (cv2.INTER_LINEAR, half-pixel centres)."""
+    """Bilinearly resize maps [..., h, w] to [..., H, W] (cv2.INTER_LINEAR, half-pixel
+    centres), in float32; maps already of that size are returned as they are."""
     maps = np.asarray(maps, np.float32)
     height, width = size
     if maps.shape[-2:] == (height, width):
-        return maps.copy()
+        return maps
     flat = maps.reshape(-1, *maps.shape[-2:])
     out = np.empty((flat.shape[0], height, width), np.float32)
-    for i, m in enumerate(flat):
-        out[i] = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+    for i, m in enumerate(flat):  # one call per map: OpenCV's many-channel resize is slower
+        cv2.resize(m, (width, height), dst=out[i], interpolation=cv2.INTER_LINEAR)
     return out.reshape(*maps.shape[:-2], height, width)
 
 
 def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Min-max normalize each map [..., h, w] to [0, 1]; returns (normalized, is_zero).
+    """Min-max normalize each map [..., h, w] to [0, 1] in float32; returns (normalized, is_zero).
 
     A map is flagged ``is_zero`` and left all zero when it is constant: its span
     max - min is at most ``rtol * max(|min|, |max|)``, where rtol is 1e-12, or a few
@@ -47,17 +48,20 @@ def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     maps = np.asarray(maps)
     dtype = maps.dtype if np.issubdtype(maps.dtype, np.floating) else np.float64
     rtol = max(1e-12, 32 * float(np.finfo(dtype).eps))
-    values = maps.astype(np.float64)
+    values = maps if maps.dtype == np.float32 else maps.astype(np.float64)
     flat = values.reshape(*values.shape[:-2], -1)
-    finite = np.isfinite(flat).all(axis=-1)
-    with np.errstate(invalid="ignore"):
-        low = np.where(finite, flat.min(axis=-1, initial=np.inf), 0.0)
-        high = np.where(finite, flat.max(axis=-1, initial=-np.inf), 0.0)
+    # NaN and infinity reach the extremes, so finite extremes mean a finite map
+    low = flat.min(axis=-1, initial=np.inf).astype(np.float64)
+    high = flat.max(axis=-1, initial=-np.inf).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(low) & np.isfinite(high)
         zero = ~finite | (high - low <= rtol * np.maximum(np.abs(low), np.abs(high)))
-        span = np.where(zero, 1.0, high - low)
-        out = (values - low[..., None, None]) / span[..., None, None]
+        span = np.where(zero, 1.0, high - low).astype(values.dtype)[..., None, None]
+        out = values - low.astype(values.dtype)[..., None, None]
+        out /= span
+    out = out.astype(np.float32, copy=False)
     out[zero] = 0.0
-    return np.clip(out, 0.0, 1.0).astype(np.float32), zero
+    return np.clip(out, 0.0, 1.0, out=out), zero
 
 
 def fuse_layers(maps: Sequence[np.ndarray], size: Optional[tuple[int, int]] = None) -> np.ndarray:

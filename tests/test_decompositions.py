@@ -74,7 +74,19 @@ def _pools() -> nn.Sequential:
         nn.MaxPool2d(3, stride=1, padding=1, dilation=2), nn.Conv2d(16, 16, 1), nn.ReLU(), *_head(16))
 
 
-MODELS = {"strided": _strided, "dilated": _dilated, "residual": _Residual, "pools": _pools}
+def _average_pools() -> nn.Sequential:
+    """Average pooling whose windows divide by different counts: padding left out of the count
+    (Inception's 3x3 pools), windows overhanging the input (ceil mode), padding counted."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.Conv2d(16, 16, 1), nn.ReLU(),
+        nn.AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=False), nn.Conv2d(16, 16, 1), nn.ReLU(),
+        *_head(16))
+
+
+MODELS = {"strided": _strided, "dilated": _dilated, "residual": _Residual, "pools": _pools,
+          "average_pools": _average_pools}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

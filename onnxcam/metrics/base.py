@@ -113,8 +113,8 @@ class Scene:
             return self.blurred(i)
         value = np.zeros(3, np.float32)
         if kind == "mean":
-            mean, _, order, _ = input_transform(self.info)
-            value[order] = mean / np.float32(self.info.scale)
+            order, scale, offset, _ = input_transform(self.info)
+            value[order] = offset / scale  # the pixels the model's input holds as 0
         return np.broadcast_to(value[:, None, None], self.pixels.shape[1:])
 
     def probabilities(self, label: str, count: int, rows, classes: np.ndarray) -> np.ndarray:

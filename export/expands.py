@@ -1,0 +1,71 @@
+"""The export check that no constant of an explain-graph is expanded beyond its own size.
+
+An ``Expand`` (or ``Tile``) whose data derive from initializers and constants alone
+materializes copies of a weight at run time: a linear layer traced as a batched product
+against its weight expanded per token held 197 copies of each ViT-B block's in-projection
+(1.39 GB each). A constant may be broadcast along the dynamic (batch) dimensions, which cost
+what any activation does, and a single value may fill a tensor of any shape (a ``full``); a
+constant that grows along a fixed dimension is rejected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import onnx
+
+_EXPANDING = ("Expand", "Tile")
+
+Dims = list  # per dimension an int (static) or None (dynamic or unknown)
+
+
+def _dims(value: onnx.ValueInfoProto) -> Optional[Dims]:
+    if not value.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _shapes(graph: onnx.GraphProto) -> dict[str, Dims]:
+    """Every value's dimensions that the graph records."""
+    shapes = {v.name: dims for v in [*graph.input, *graph.output, *graph.value_info]
+              if (dims := _dims(v)) is not None}
+    shapes.update({init.name: list(init.dims) for init in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+    return shapes
+
+
+def constant_values(graph: onnx.GraphProto) -> set[str]:
+    """Names of the values computed from initializers and constants alone."""
+    constant = {init.name for init in graph.initializer}
+    for node in graph.node:  # nodes are in topological order
+        inputs = [name for name in node.input if name]
+        if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
+            constant.update(node.output)
+    return constant
+
+
+def expanded_constants(model: onnx.ModelProto) -> list[str]:
+    """One line per ``Expand``/``Tile`` that grows a constant of more than one element along a
+    fixed dimension, naming the node, the constant's shape and the result's."""
+    constant = constant_values(model.graph)
+    nodes = [n for n in model.graph.node if n.op_type in _EXPANDING and n.input[0] in constant]
+    shapes = _shapes(model.graph)
+    if any(name not in shapes for n in nodes for name in (n.input[0], n.output[0])):
+        try:  # shapes the exporter did not record
+            shapes = _shapes(onnx.shape_inference.infer_shapes(model).graph)
+        except Exception:  # noqa: BLE001 (a model over 2 GB, an op the inference lacks): judge what is known
+            pass
+    found = []
+    for node in nodes:
+        source, result = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if source is None or result is None or None in source:
+            continue
+        size = math.prod(source)
+        fixed = math.prod(d for d in result if d is not None)
+        if size > 1 and fixed > size:
+            shown = ["?" if d is None else d for d in result]
+            found.append(f"{node.op_type} {node.name or node.output[0]} expands the constant "
+                         f"{node.input[0]} {source} to {shown}")
+    return found

@@ -1,0 +1,70 @@
+"""The classifier-head shortcut: the input gradient of a linear or 1x1-convolution classifier
+is the class's row of weights times the class channel's gradient, found only where nothing
+after the classifier mixes classes, and equal to torch autograd."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from onnxcam.session import open_session
+from onnxcam_export import export
+from onnxcam_export.inspect import channelwise_head
+from test_parity import feeds
+from torch_reference import autograd_reference, cosine
+
+CLASSES = 10
+
+
+class _ConvHead(nn.Module):
+    """SqueezeNet's head: a 1x1 convolution to the classes, an in-place ReLU, average pooling."""
+
+    def __init__(self, mixing: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(inplace=True),
+                                      nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Conv2d(24, CLASSES, 1), nn.ReLU(inplace=True),
+                                        nn.AdaptiveAvgPool2d(1))
+        self.mixing = mixing
+
+    def forward(self, x):
+        logits = torch.flatten(self.classifier(self.features(x)), 1)
+        return logits.softmax(dim=1) if self.mixing else logits  # softmax mixes the classes
+
+
+def _linear_head() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, CLASSES))
+
+
+def test_head_found_only_where_no_op_after_it_mixes_classes():
+    torch.manual_seed(0)
+    probe = torch.randn(2, 3, 20, 20)
+    assert channelwise_head(_ConvHead().eval(), ["features"], probe) == "classifier.0"
+    assert channelwise_head(_linear_head().eval(), ["0"], probe) == "6"
+    assert channelwise_head(_ConvHead(mixing=True).eval(), ["features"], probe) is None
+    # a target layer after the classifier: no shortcut
+    assert channelwise_head(_ConvHead().eval(), ["classifier"], probe) is None
+
+
+@pytest.mark.parametrize("layer", ["features", "features.1"])
+def test_conv_head_gradients_match_autograd_without_a_backward_over_the_classes(layer, tmp_path):
+    torch.manual_seed(0)
+    model = _ConvHead().eval()
+    path = tmp_path / "head.onnx"
+    export(model, path, [layer], input_size=(20, 20))
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+    # no convolution reads the classifier's weights backwards (input channels = classes)
+    assert not [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose") and
+                weights.get(n.input[1], [0, 0])[1] == CLASSES]
+    session, _ = open_session(path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    targets = np.array([[-1, 3], [-2, 7]])
+    (got,) = session.run([f"gradients/{layer}"], feeds(session, x, targets))
+    _, _, _, expected = autograd_reference(model.double(), layer, x.astype(np.float64), targets)
+    for i in range(2):
+        for j in range(2):
+            assert cosine(got[i, j], expected[i, j]) >= 0.9999, (i, j)
