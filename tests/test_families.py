@@ -39,7 +39,8 @@ FAMILIES = [
     pytest.param("inception_v3", 96, "Mixed_7b", marks=slow),
     pytest.param("alexnet", 128, "features.7", marks=slow),
     pytest.param("vit_b_16", 32, "encoder.layers.encoder_layer_9.ln_1", marks=slow),
-    pytest.param("swin_t", 64, "features.5", marks=slow),
+    pytest.param("vit_b_16", 224, "encoder.layers.encoder_layer_9.ln_1", marks=slow),  # the size users run
+    pytest.param("swin_t", 224, "features.5", marks=slow),
     # Swin's shifted windows and attention mask at a size CI can afford
     pytest.param("swin_small_config", 32, "features.1"),
     pytest.param("timm/resnet18", 64, "layer3"),
