@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
-from onnxcam.imagesize import image_size
+from onnxcam.imagesize import image_size, jpeg_markers
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # IEND chunk type and its CRC
@@ -24,19 +24,11 @@ def _jpeg_truncated(data: bytes) -> bool:
     Walks the marker segments up to the first start-of-scan, so an EXIF thumbnail's own
     FFD9 (inside APP1) is skipped; a malformed structure is left to the decoder to judge.
     """
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    for marker, pos in jpeg_markers(data):
+        if marker is None:
             return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker == 0xDA:  # start of scan: entropy-coded data (FF is byte-stuffed) then EOI
+        if marker == 0xDA:  # start of scan: entropy-coded data (FF is byte-stuffed) then EOI
             return data.find(b"\xff\xd9", pos) == -1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length field
-            pos += 2
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
     return True
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 Size = tuple[int, int]  # (width, height)
 
@@ -23,22 +23,36 @@ def _png(data: bytes) -> Optional[Size]:
     return None
 
 
-def _jpeg(data: bytes) -> Optional[Size]:
-    """The size in the first start-of-frame segment (segments before it are skipped by length)."""
+def jpeg_markers(data: bytes) -> Iterator[tuple[Optional[int], int]]:
+    """(marker, offset) of each marker of a JPEG file after its start-of-image, walked by the
+    segments' length fields; (None, offset) where a segment does not start with FF (a malformed
+    structure), then nothing more. Stops where fewer than four bytes are left."""
     pos = 2
-    while pos + 9 <= len(data):
+    while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            return None
+            yield None, pos
+            return
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
-        elif marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return (width, height) if height else None  # height 0: set later by a DNL marker
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length field
+            continue
+        yield marker, pos
+        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length field
             pos += 2
         else:
             pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+
+
+def _jpeg(data: bytes) -> Optional[Size]:
+    """The size in the first start-of-frame segment."""
+    for marker, pos in jpeg_markers(data):
+        if marker is None or marker == 0xDA:  # malformed, or the scan began without a frame
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return (width, height) if height else None  # height 0: set later by a DNL marker
     return None
 
 
