@@ -271,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.json)
     report = json.loads(path.read_text()) if path.is_file() and not args.fresh else {"models": {}}
     report.update(command=_command(), config=config, machine=machine_info())
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for name in names:
         print(f"onnxcam bench --families: {name}", file=sys.stderr, flush=True)
