@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 from typing import Optional
 
-import cv2
 import numpy as np
 
 from onnxcam.boxes import Box
@@ -37,12 +36,11 @@ def _box(done: Explained, m: int, k: int) -> Optional[Box]:
 
 def _view(done: Explained, m: int, k: int, image_output: dict[str, bool], alpha: float,
           box: Optional[Box] = None) -> np.ndarray:
-    """The picture of method ``m``, target ``k``, with ``box`` drawn in white."""
+    """The picture of method ``m``, target ``k``, with ``box`` drawn as ``onnxcam explain --boxes``
+    draws it."""
     result, i = done.results[m], done.index
-    view = explanation_view(result, i, k, result.images[i], alpha, image_output[result.method])
-    if box is not None:
-        cv2.rectangle(view, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (255, 255, 255), 2)
-    return view
+    return explanation_view(result, i, k, result.images[i], alpha, image_output[result.method],
+                            () if box is None else (box,))
 
 
 def json_answer(model: str, done: Explained, options: ExplainOptions, image_output: dict[str, bool],
