@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from onnxcam import __version__
+from onnxcam.boxes import THRESHOLD
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.export import EXPORT_HINT
 from onnxcam.imageops import DEFAULT_MAX_PIXELS
@@ -198,8 +199,8 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     explain.add_argument("--boxes", action="store_true",
                          help="draw each map's weakly-supervised boxes (always listed in the JSON)")
-    explain.add_argument("--box-threshold", type=float, default=0.15,
-                         help="boxes: the map at or above this fraction of its peak (default 0.15)")
+    explain.add_argument("--box-threshold", type=float, default=THRESHOLD,
+                         help=f"boxes: the map at or above this fraction of its peak (default {THRESHOLD})")
     explain.add_argument("--box-mode", default="largest", choices=("largest", "all"),
                          help="boxes: the largest connected segment, or all of them (default largest)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from onnxcam.boxes import THRESHOLD
 from onnxcam.errors import OnnxcamError
 
 DEFAULT_METRICS = "confidence,removal,deletion,insertion,road"  # and localization with --boxes
@@ -56,8 +57,8 @@ def add_evaluate_parser(commands) -> None:
                         help="ROAD: percentiles of pixels removed (default 10,30,50,70,90)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help=f"pointing game: pixels a hit may miss a box by (default {TOLERANCE})")
-    parser.add_argument("--box-threshold", type=float, default=0.15,
-                        help="a map's box: its pixels at or above this fraction of the peak (default 0.15)")
+    parser.add_argument("--box-threshold", type=float, default=THRESHOLD,
+                        help=f"a map's box: its pixels at or above this fraction of the peak (default {THRESHOLD})")
     parser.add_argument("--samples", type=int, help="smoothgrad / integrated-gradients samples (default 50)")
     parser.add_argument("--noise", type=float, help="smoothgrad's noise (default 0.15)")
     parser.add_argument("--forward-batch-size", type=int, default=32,
