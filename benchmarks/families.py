@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ TIME_TARGETS = {1: 1.25, 8: 1.15}  # Grad-CAM over plain, by batch size (others:
 LEAST_TARGET = 1.10  # Grad-CAM over the least arithmetic, head families
 RSS_TARGET = 1.5
 EXPORT_TARGET_S = 120.0
-DEFAULTS = {"batches": [1, 8], "threads": 2, "repeats": 10, "warmup": 2, "budget": 8.0}
+DEFAULTS = {"batches": [1, 8], "threads": 2, "repeats": 30, "warmup": 3, "budget": 8.0, "rounds": 3}
 
 
 # ---------------------------------------------------------------- export (child side)
@@ -126,21 +127,37 @@ def _run_export(name: str, folder: Path, batch: int, spinning: bool) -> dict:
     return json.loads(result.read_text())
 
 
+def _combine(runs: list[dict]) -> dict:
+    """One contender's rounds as one result: the median of the rounds' medians (and of their
+    peak RSS), each round's median kept; unavailable when any round was."""
+    failed = next((run for run in runs if not run["available"]), None)
+    if failed:
+        return failed
+    medians = [run["median_ms"] for run in runs]
+    return {"available": True, "median_ms": statistics.median(medians), "rounds_ms": medians,
+            "min_ms": min(run["min_ms"] for run in runs), "repeats": sum(run["repeats"] for run in runs),
+            "peak_rss_mb": statistics.median(run["peak_rss_mb"] for run in runs)}
+
+
 def _time(config: dict, name: str, files: dict[str, str], folder: Path) -> dict[str, dict[str, dict]]:
-    """results[contender][batch]: plain, Grad-CAM and (head families) the head, batch-major so
-    that the contenders a ratio compares run close together in time."""
+    """results[contender][batch]: plain, Grad-CAM and (head families) the head. Batch-major,
+    and within a batch the contenders alternate round by round (each round a fresh process
+    per contender), so that a noisy spell on a shared machine falls on every contender."""
     contenders = {PLAIN: (PLAIN, files), GRADCAM: (GRADCAM, files)}
     if "head" in files:
         contenders[HEAD] = (PLAIN, {"plain": files["head"], "input": files["head_input"]})
     results: dict[str, dict[str, dict]] = {label: {} for label in contenders}
     for batch in config["batches"]:
-        for label, (contender, contender_files) in contenders.items():
-            job = Job(contender=contender, batch=batch, model=name, layer="", files=contender_files,
-                      **{key: config[key] for key in ("threads", "repeats", "warmup", "budget", "spinning")})
-            result = run_child(job, folder)
-            results[label][str(batch)] = result
-            shown = (f"{result['median_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB"
-                     if result["available"] else result["reason"])
+        runs: dict[str, list[dict]] = {label: [] for label in contenders}
+        for _ in range(config["rounds"]):
+            for label, (contender, contender_files) in contenders.items():
+                job = Job(contender=contender, batch=batch, model=name, layer="", files=contender_files,
+                          **{key: config[key] for key in ("threads", "repeats", "warmup", "budget", "spinning")})
+                runs[label].append(run_child(job, folder))
+        for label, rounds in runs.items():
+            result = results[label][str(batch)] = _combine(rounds)
+            shown = (f"{result['median_ms']:.2f} ms (rounds {', '.join(f'{m:.2f}' for m in result['rounds_ms'])}), "
+                     f"peak RSS {result['peak_rss_mb']:.0f} MB" if result["available"] else result["reason"])
             print(f"  {name:<34} {label:<16} batch {batch:<3} {shown}", file=sys.stderr, flush=True)
     return results
 
@@ -232,8 +249,9 @@ def summary(report: dict) -> list[str]:
         lines.append(f"- slowest export: {slowest}, {entries[slowest]['export_s']:.0f} s (explain-graph "
                      "with its check against torch, random weights)")
     lines += [f"- {config['threads']} intra-op threads, waiting threads "
-              + ("spin" if config["spinning"] else "sleep") + f"; each contender and batch size in a fresh "
-              f"process, median of up to {config['repeats']} runs after {config['warmup']} warm-up runs "
+              + ("spin" if config["spinning"] else "sleep") + f"; each contender and batch size in "
+              f"{config.get('rounds', 1)} fresh process(es), the contenders alternating; the median of "
+              f"their medians of up to {config['repeats']} runs after {config['warmup']} warm-up runs "
               f"(at least 3 where they would take over {config['budget']:g} s)",
               f"- machine: {machine['cpu']}, {machine['cores']} cores; "
               + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
@@ -253,6 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"])
     parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"])
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
+    parser.add_argument("--rounds", type=int, default=DEFAULTS["rounds"],
+                        help="fresh processes per contender and batch, alternating contenders; "
+                             "the median of their medians is reported")
     parser.add_argument("--budget", type=float, default=DEFAULTS["budget"],
                         help="seconds of timed runs per contender and batch before repeats are cut")
     parser.add_argument("--spinning", action="store_true", help="let waiting threads busy-wait")
@@ -265,9 +286,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else MODELS
-    if not names or min(args.batches) < 1 or args.threads < 1 or args.repeats < 1:
-        raise OnnxcamError("--models must name a model; --batches, --threads and --repeats must be at least 1")
-    config = {key: getattr(args, key) for key in ("batches", "threads", "repeats", "warmup", "budget", "spinning")}
+    if not names or min(args.batches) < 1 or min(args.threads, args.repeats, args.rounds) < 1:
+        raise OnnxcamError("--models must name a model; --batches, --threads, --repeats and --rounds "
+                           "must be at least 1")
+    config = {key: getattr(args, key) for key in ("batches", "threads", "repeats", "warmup", "budget",
+                                                  "spinning", "rounds")}
     path = Path(args.json)
     report = json.loads(path.read_text()) if path.is_file() and not args.fresh else {"models": {}}
     report.update(command=_command(), config=config, machine=machine_info())

@@ -19,6 +19,7 @@ from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError
 from onnxcam.quiet import quiet_loggers
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
+from onnxcam_export.broadcasts import broadcast_expands
 from onnxcam_export.decompositions import (
     explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
 )
@@ -201,6 +202,7 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
         with folded_matmul():
             graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
                             tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic(args))
+        broadcast_expands(graph)
         return graph, args
 
     with quiet_loggers(_EXPORT_LOGGERS):

@@ -16,7 +16,7 @@ from onnxcam.imageops import (
     DEFAULT_MAX_PIXELS, Geometry, check_pixels, identity_geometry, load_image, preprocess, to_rgb_uint8,
 )
 from onnxcam.inputs import images_under
-from onnxcam.methods import InGraphMap, Method, normalize_maps, resize_maps
+from onnxcam.methods import InGraphMap, Method, heatmaps
 from onnxcam.registry import get_method
 from onnxcam.runner import Batch, GraphRunner
 from onnxcam.session import open_session
@@ -125,11 +125,12 @@ def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.
 
 
 def _softmax_at(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of ``classes`` [N, K] under ``logits`` [N, C]."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return np.take_along_axis(probs, classes, axis=1).astype(np.float32)
+    """Softmax probabilities of ``classes`` [N, K] under ``logits`` [N, C] (in float64)."""
+    values = logits.astype(np.float64)
+    top = values.max(axis=1, keepdims=True)
+    total = np.exp(values - top).sum(axis=1, keepdims=True)
+    picked = values[np.arange(len(values))[:, None], classes]
+    return (np.exp(picked - top) / total).astype(np.float32)
 
 
 class Explainer:
@@ -192,10 +193,10 @@ class Explainer:
         """Raw maps [N, K, h, w] -> per image heatmaps [K, H_img, W_img] and zero flags [N, K].
 
         Order: the raw maps are resized (cv2.INTER_LINEAR) to the network input size, then
-        min-max normalized there, all at once, then mapped onto each original image (zero
+        min-max normalized there (``methods.heatmaps``), then mapped onto each original image (zero
         outside a crop); an image that is the network input keeps its maps as they are.
         """
-        normalized, zero = normalize_maps(resize_maps(raw, self.info.input_size))
+        normalized, zero = heatmaps(raw, self.info.input_size)
         heat = [maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
                 for maps, geometry in zip(normalized, geometries)]
         return heat, zero

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench import PLAIN
-from benchmarks.families import GRADCAM, HEAD, rows, table
+from benchmarks.families import GRADCAM, HEAD, _combine, rows, table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,15 @@ def test_rows_hold_ratios_against_their_targets():
     assert one["time_ok"] and not eight["time_ok"]  # 1.08 <= 1.10; 40 / 35 = 1.14 > 1.10
 
 
+def test_rounds_combine_to_the_median_of_their_medians():
+    rounds = [_timed(5.0, 120.0), _timed(9.0, 100.0), _timed(4.0, 110.0)]
+    combined = _combine(rounds)
+    assert combined["median_ms"] == 5.0 and combined["rounds_ms"] == [5.0, 9.0, 4.0]
+    assert combined["peak_rss_mb"] == 110.0 and combined["repeats"] == 9 and combined["min_ms"] == 4.0
+    killed = {"available": False, "reason": "failed: killed", "error": True}
+    assert _combine([rounds[0], killed]) == killed  # one failed round fails the contender
+
+
 def test_table_marks_targets_and_lists_failures():
     plain = {"1": _timed(4.0, 100.0)}
     report = {"models": {
@@ -60,7 +69,7 @@ def test_families_end_to_end_on_one_model(tmp_path):
     path = tmp_path / "families.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--families",
                            "--models", "squeezenet1_1", "--batches", "1", "2", "--repeats", "3",
-                           "--warmup", "1", "--budget", "1", "--json", str(path)],
+                           "--warmup", "1", "--budget", "1", "--rounds", "2", "--json", str(path)],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     entry = json.loads(path.read_text())["models"]["squeezenet1_1"]
@@ -68,6 +77,7 @@ def test_families_end_to_end_on_one_model(tmp_path):
     for contender in (PLAIN, GRADCAM):
         assert set(entry["results"][contender]) == {"1", "2"}
         assert all(r["available"] and r["median_ms"] > 0 and r["peak_rss_mb"] > 0
+                   and len(r["rounds_ms"]) == 2 and min(r["rounds_ms"]) <= r["median_ms"] <= max(r["rounds_ms"])
                    for r in entry["results"][contender].values())
     assert sum(line.startswith("| squeezenet1_1 | 224 |") for line in done.stdout.splitlines()) == 2
     assert "- slowest export: squeezenet1_1" in done.stdout

@@ -158,3 +158,36 @@ def test_positive_mask_and_identity_convolution_run_exactly_in_onnxruntime(tmp_p
     mask, same = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
     assert np.array_equal(mask, (x > 0).float().numpy())
     assert np.array_equal(same, x.numpy())
+
+
+def test_gradient_broadcasts_become_exact_products():
+    """Average pooling's backward (expand, then divide by h*w) comes out of the broadcast pass
+    as a division of the small tensor and a product with ones, bit for bit the same; an
+    expand of a weight (no symbolic dimension) is left for the expanded-constant check."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from onnxcam_export.broadcasts import broadcast_expands
+    from onnxcam_export.exporter import _batch_symbolic
+
+    weight = torch.randn(4, 1, 1)
+
+    def pool_gradient(x):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad((x.mean(dim=(2, 3)) ** 2).sum(), x)
+        return grad, weight.expand(4, 7, 7) + 0.0
+
+    x = torch.randn(3, 4, 7, 7)
+    module = make_fx(pool_gradient, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic([x]))
+    before = [t.clone() for t in module(x)]
+
+    def expands():
+        return sum(node.target is torch.ops.aten.expand.default for node in module.graph.nodes)
+
+    count = expands()
+    assert broadcast_expands(module) == 1
+    assert expands() == count - 1  # the gradient's expand went, the weight's stayed
+    after = module(x)
+    for old, new in zip(before, after):
+        assert torch.equal(old, new)
+    assert torch.equal(after[0], (2 * x.mean(dim=(2, 3)) / 49)[..., None, None].expand_as(x))

@@ -24,7 +24,7 @@ import skimage.data
 from torch_reference import cosine
 
 from onnxcam import Explainer, OnnxcamError
-from onnxcam.methods import normalize_maps, resize_maps
+from onnxcam.methods import heatmaps, normalize_maps, resize_maps
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 GRADIENT_CAMS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
@@ -62,6 +62,25 @@ def test_normalization_order_is_equivalent():
     theirs = (theirs - theirs.min()) / (1e-7 + (theirs - theirs.min()).max())
     ours = normalize_maps(resize_maps(raw, (48, 64)))[0]
     assert np.abs(ours - theirs).max() <= 1e-6
+
+
+@pytest.mark.parametrize("shape,size", [((3, 2, 7, 7), (224, 224)), ((2, 2, 14, 9), (160, 96)),
+                                        ((2, 3, 40, 30), (40, 30))])
+def test_heatmaps_equal_resize_then_normalize(shape, size):
+    """The explainer's map-by-map OpenCV path gives normalize_maps(resize_maps(...)) exactly,
+    flags included: constant, NaN, infinite, negative, tiny-span and same-size maps."""
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=shape).astype(np.float32) * 10.0 ** rng.integers(-3, 4, size=shape[:2] + (1, 1))
+    raw[0, 0] = 2.5  # constant
+    raw[-1, 0, 1, 2] = np.nan
+    raw[-1, -1, 0, 0] = np.inf
+    raw[1 % shape[0], -1] = 1000.0 + rng.normal(size=shape[2:]) * 1e-5  # a span near float32 rounding
+    ours, ours_zero = heatmaps(raw, size)
+    reference, reference_zero = normalize_maps(resize_maps(raw, size))
+    np.testing.assert_array_equal(ours_zero, reference_zero)
+    np.testing.assert_array_equal(ours, reference)
+    assert ours.dtype == np.float32 and ours.min() >= 0.0 and ours.max() <= 1.0
+    assert reference_zero[0, 0] and reference_zero[-1, 0] and reference_zero[-1, -1] and not reference_zero.all()
 
 
 @pytest.fixture(scope="module")
