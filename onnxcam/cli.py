@@ -58,9 +58,7 @@ def _explain(args: argparse.Namespace) -> int:
     for option in ("batch_size", "forward_batch_size"):
         if getattr(args, option) < 1:
             raise OnnxcamError(f"{_OPTIONS[option]}: must be at least 1, got {getattr(args, option)}")
-    explainer = open_explainer(args.model, preprocessing_from(args), _providers(args.providers),
-                               args.threads, spinning=not args.no_spinning, cache=args.cache,
-                               max_pixels=args.max_pixels or None)
+    explainer = open_explainer(args.model, preprocessing_from(args), **session_arguments(args))
     methods = [explainer.method(method) for method in methods]
     if args.all_classes:
         if explainer.num_classes > MAX_ALL_CLASSES:
@@ -163,6 +161,25 @@ def pixel_count(text: str) -> int:
     return int(value)
 
 
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """How onnxruntime runs the model, and the largest image accepted (explain, evaluate)."""
+    parser.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
+    parser.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
+    parser.add_argument("--no-spinning", action="store_true",
+                        help="waiting onnxruntime threads sleep instead of busy-waiting")
+    parser.add_argument("--cache", action="store_true",
+                        help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                        help="largest image accepted, width x height, read from the file's header "
+                             f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+
+
+def session_arguments(args: argparse.Namespace) -> dict:
+    """The options of ``add_session_arguments`` as Explainer keyword arguments."""
+    return {"providers": _providers(args.providers), "threads": args.threads,
+            "spinning": not args.no_spinning, "cache": args.cache, "max_pixels": args.max_pixels or None}
+
+
 def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``with_export`` adds the export options (imports PyTorch)."""
     from onnxcam.preprocessing import add_preprocessing_arguments
@@ -207,15 +224,7 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     explain.add_argument("--forward-batch-size", type=int, default=32,
                          help="rows per extra forward pass of scorecam, ablationcam, smoothgrad, "
                               "integrated-gradients, rise and occlusion (default 32)")
-    explain.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
-    explain.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
-    explain.add_argument("--no-spinning", action="store_true",
-                         help="waiting onnxruntime threads sleep instead of busy-waiting")
-    explain.add_argument("--cache", action="store_true",
-                         help="keep onnxruntime's optimized graph beside MODEL: later runs start faster")
-    explain.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
-                         help="largest image accepted, width x height, read from the file's header "
-                              f"before decoding (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+    add_session_arguments(explain)
     add_preprocessing_arguments(explain, size_and_labels=True)
     explain.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                          help="explain on Ray (pip install 'onnxcam[ray]'): the cluster at ADDRESS, "

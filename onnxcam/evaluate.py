@@ -22,6 +22,7 @@ CURVES = ("deletion", "insertion")
 
 def add_evaluate_parser(commands) -> None:
     """Register the ``evaluate`` subcommand."""
+    from onnxcam.cli import add_session_arguments
     from onnxcam.metrics import METRICS
     from onnxcam.metrics.localization import TOLERANCE
     from onnxcam.registry import METHODS
@@ -63,10 +64,7 @@ def add_evaluate_parser(commands) -> None:
     parser.add_argument("--noise", type=float, help="smoothgrad's noise (default 0.15)")
     parser.add_argument("--forward-batch-size", type=int, default=32,
                         help="rows per forward pass of perturbed images (default 32)")
-    parser.add_argument("--providers", help="comma-separated onnxruntime providers, e.g. cuda,cpu")
-    parser.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
-    parser.add_argument("--no-spinning", action="store_true",
-                        help="waiting onnxruntime threads sleep instead of busy-waiting")
+    add_session_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -139,7 +137,7 @@ def _json_number(value: float) -> Optional[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onnxcam.cli import _providers
+    from onnxcam.cli import session_arguments
     from onnxcam.curveplot import plot_curves
     from onnxcam.explainer import Explainer, target_matrix
     from onnxcam.imageops import load_image
@@ -158,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.forward_batch_size < 1:
         raise OnnxcamError(f"forward_batch_size: must be at least 1, got {args.forward_batch_size}")
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
-    explainer = Explainer(args.model, _providers(args.providers), args.threads,
-                          spinning=not args.no_spinning)
+    explainer = Explainer(args.model, **session_arguments(args))
     methods = [explainer.method(method) for method in methods]
     boxes = load_boxes(args.boxes, explainer.labels, explainer.num_classes) if args.boxes else {}
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
@@ -175,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             progress.message(f"onnxcam: warning: {args.boxes} names images not given: {', '.join(unused)}")
         for path in paths:
             try:
-                rows += _evaluate_image(explainer, methods, metrics, path, load_image(path),
+                rows += _evaluate_image(explainer, methods, metrics, path, load_image(path, explainer.max_pixels),
                                         given[str(path)], args, parts)
             except OnnxcamError as error:
                 progress.message(f"onnxcam: {error}")

@@ -74,6 +74,20 @@ def test_evaluate_one_bad_image_and_a_box_outside_its_image(model, photos, tmp_p
         assert [r["image"].rsplit("/", 1)[-1] for r in csv.DictReader(handle)] == ["p0.png", "p1.png"]
 
 
+def test_evaluate_takes_the_session_options_and_pixel_limit_of_explain(model, photos, tmp_path):
+    """The options shared with explain: --max-pixels below one photo's size (p2 is 40 x 42)
+    fails that photo only, with the limit named; --threads, --no-spinning, --cache are taken."""
+    proc = run_cli("evaluate", model.path, tmp_path / "photos", "--metrics", "confidence", "--max-pixels", "1500",
+                   "--threads", "1", "--no-spinning", "--cache", "-o", "out", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"onnxcam: {photos[2]}: image is 40 x 42 pixels (0.0 megapixels), over the limit of 0.0015 "
+        "megapixels (--max-pixels or max_pixels= raises it)"]
+    with open(tmp_path / "out" / "metrics.csv") as handle:
+        assert [r["image"].rsplit("/", 1)[-1] for r in csv.DictReader(handle)] == ["p0.png", "p1.png"]
+    assert any(p.name.endswith(".onnx") and p.name.startswith(".") for p in model.path.parent.iterdir())
+
+
 @pytest.mark.parametrize("args,boxes,message", [
     (["--metrics", "deletion,nope"], None, "--metrics: unknown metric 'nope' (choose from: confidence, "),
     (["--metrics", "localization"], None, "--metrics: localization needs --boxes"),
