@@ -22,14 +22,21 @@ _SCALAR_OPS = (aten.div.Tensor, aten.mul.Tensor, aten.div.Scalar, aten.mul.Scala
 _VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
 
 
-def _ones_shape(node: fx.Node) -> Optional[list[int]]:
-    """For ``expand(x, sizes)``: the shape of ones whose product with x is the expand, when
-    every broadcast dimension is static and x is computed from the input (it has a symbolic
-    dimension: never a weight, whose expansion the exporter must still see and reject)."""
-    x, sizes = node.args[0], node.args[1]
+def _computed(x) -> bool:
+    """Whether ``x`` is a float tensor computed from the input: it has a symbolic dimension.
+    Never a weight, whose expansion the exporter must still see and reject."""
     value = x.meta.get("val") if isinstance(x, fx.Node) else None
-    if value is None or not value.is_floating_point() or all(isinstance(d, int) for d in value.shape):
+    return (isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not all(isinstance(d, int) for d in value.shape))
+
+
+def _ones_shape(node: fx.Node) -> Optional[list[int]]:
+    """For ``expand(x, sizes)`` of a computed x: the shape of ones whose product with x is the
+    expand, when every broadcast dimension is static."""
+    x, sizes = node.args[0], node.args[1]
+    if not _computed(x):
         return None
+    value = x.meta["val"]
     lead = len(sizes) - value.dim()
     shape = []
     for i, size in enumerate(sizes):
@@ -44,13 +51,15 @@ def _ones_shape(node: fx.Node) -> Optional[list[int]]:
 
 
 def _divide_first(graph: fx.Graph) -> None:
-    """``op(expand(x), scalar)`` -> ``expand(op(x, scalar))`` for a single-use expand."""
+    """``op(expand(x), scalar)`` -> ``expand(op(x, scalar))`` for a single-use expand of a
+    computed x."""
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _SCALAR_OPS:
             continue
         source, scalar = node.args[0], node.args[1]
         if (not isinstance(source, fx.Node) or source.target is not aten.expand.default
-                or len(source.users) != 1 or not isinstance(scalar, (int, float))):
+                or len(source.users) != 1 or not isinstance(scalar, (int, float))
+                or not _computed(source.args[0])):
             continue
         with graph.inserting_before(node):
             scaled = graph.call_function(node.target, (source.args[0], scalar))

@@ -176,7 +176,7 @@ def test_gradient_broadcasts_become_exact_products():
         with torch.enable_grad():
             (grad,) = torch.autograd.grad((x.mean(dim=(2, 3)) ** 2).sum(), x)
         rows = grad[:x.shape[0] - 1]  # a slice and a view after the broadcast, as the wrapper's
-        return rows.reshape(rows.shape[0], 1, 4, 7, 7), weight.expand(4, 7, 7) + 0.0
+        return rows.reshape(rows.shape[0], 1, 4, 7, 7), weight.expand(4, 7, 7) * 2.0
 
     x = torch.randn(3, 4, 7, 7)
     module = make_fx(pool_gradient, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic([x]))
@@ -187,7 +187,9 @@ def test_gradient_broadcasts_become_exact_products():
 
     count = expands()
     assert broadcast_expands(module) == 1
-    assert expands() == count - 1  # the gradient's expand went, the weight's stayed
+    assert expands() == count - 1  # the gradient's expand went, the weight's stayed, still of the weight
+    assert [node.args[0].op for node in module.graph.nodes
+            if node.target is torch.ops.aten.expand.default][-1] == "get_attr"
     after = module(x)
     for old, new in zip(before, after):
         assert torch.equal(old, new)
