@@ -18,7 +18,7 @@ from onnxcam.imageops import (
 from onnxcam.inputs import images_under
 from onnxcam.methods import InGraphMap, Method, heatmaps
 from onnxcam.registry import get_method
-from onnxcam.runner import Batch, GraphRunner
+from onnxcam.runner import Batch, GraphRunner, target_scores
 from onnxcam.session import open_session
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -122,15 +122,6 @@ def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.
         raise OnnxcamError(f"targets: class {int(bad[0])} out of range for a model with "
                            f"{num_classes} classes")
     return np.ascontiguousarray(matrix)
-
-
-def _softmax_at(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of ``classes`` [N, K] under ``logits`` [N, C] (in float64)."""
-    values = logits.astype(np.float64)
-    top = values.max(axis=1, keepdims=True)
-    total = np.exp(values - top).sum(axis=1, keepdims=True)
-    picked = values[np.arange(len(values))[:, None], classes]
-    return (np.exp(picked - top) / total).astype(np.float32)
 
 
 class Explainer:
@@ -317,7 +308,7 @@ class Explainer:
         out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows)))
         context = Batch(batch, out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32),
                         out, self.runner, forward_batch_size, progress)
-        probs = _softmax_at(context.logits, context.classes)
+        probs = target_scores(context.logits, context.classes, "softmax").astype(np.float32)
         return [ExplainResult(
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,
             heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,
