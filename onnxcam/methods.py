@@ -66,21 +66,17 @@ def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def heatmaps(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``normalize_maps(resize_maps(maps, size))`` of float32 maps [..., h, w], the same
-    numbers computed map by map in OpenCV and in place (a resize, a range check, a min-max
-    scan, a subtraction and a division each) rather than in NumPy passes over the whole stack:
-    what a small model's explain spends after its graph run."""
+    numbers with the normalization done map by map in OpenCV and in place (a range check, a
+    min-max scan, a subtraction and a division each) rather than in NumPy passes over the
+    whole stack: what a small model's explain spends after its graph run."""
     maps = np.asarray(maps, np.float32)
-    height, width = size
-    flat = maps.reshape(-1, *maps.shape[-2:])
-    out = np.empty((flat.shape[0], height, width), np.float32)
+    out = resize_maps(maps, size)
+    if out is maps:  # already at that size: normalize a copy
+        out = maps.copy()
+    flat = out.reshape(-1, *out.shape[-2:])
     zero = np.zeros(flat.shape[0], bool)
     rtol = 32 * float(np.finfo(np.float32).eps)
-    for i, m in enumerate(flat):
-        target = out[i]
-        if m.shape == (height, width):
-            np.copyto(target, m)
-        else:
-            cv2.resize(m, (width, height), dst=target, interpolation=cv2.INTER_LINEAR)
+    for i, target in enumerate(flat):
         low, high = cv2.minMaxLoc(target)[:2] if cv2.checkRange(target)[0] else (0.0, 0.0)
         if high - low <= rtol * max(abs(low), abs(high)):  # constant, or NaN or infinity in it
             zero[i] = True
@@ -89,7 +85,7 @@ def heatmaps(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
         # as normalize_maps: v - low <= high - low in float32, so the quotient stays in [0, 1]
         np.subtract(target, np.float32(low), out=target)
         np.divide(target, np.float32(high - low), out=target)
-    return out.reshape(*maps.shape[:-2], height, width), zero.reshape(maps.shape[:-2])
+    return out, zero.reshape(maps.shape[:-2])
 
 
 def fuse_layers(maps: Sequence[np.ndarray], size: Optional[tuple[int, int]] = None) -> np.ndarray:
