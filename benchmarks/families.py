@@ -250,7 +250,7 @@ def summary(report: dict) -> list[str]:
                      "with its check against torch, random weights)")
     lines += [f"- {config['threads']} intra-op threads, waiting threads "
               + ("spin" if config["spinning"] else "sleep") + f"; each contender and batch size in "
-              f"{config.get('rounds', 1)} fresh process(es), the contenders alternating; the median of "
+              f"{config['rounds']} fresh process(es), the contenders alternating; the median of "
               f"their medians of up to {config['repeats']} runs after {config['warmup']} warm-up runs "
               f"(at least 3 where they would take over {config['budget']:g} s)",
               f"- machine: {machine['cpu']}, {machine['cores']} cores; "
