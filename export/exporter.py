@@ -26,6 +26,7 @@ from onnxcam_export.decompositions import (
 from onnxcam_export.expands import expanded_constants
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
+from onnxcam_export.ranks import bound_target_ranks
 from onnxcam_export.inspect import (
     cam_layer,
     channelwise_head,
@@ -250,6 +251,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     if expanded:  # copies of weights at run time: memory that plain inference never needs
         raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
                            f"first: {expanded[0]}")
+    bound_target_ranks(onnx_model)
     return onnx_model
 
 

@@ -104,8 +104,9 @@ class ExplainWrapper(nn.Module):
         head_io: list[torch.Tensor] = []
 
         def keep_head(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
-            head_io.extend([args[0], output])
-            return output.clone()  # an in-place op after the head (SqueezeNet's ReLU) must not rebase it
+            kept = output.clone()  # an in-place op after the head (SqueezeNet's ReLU) must not rebase it
+            head_io.extend([args[0], output, kept])
+            return kept
 
         handles += [module.register_forward_hook(keep_head) for module in self._head.values()]
         try:
@@ -128,7 +129,8 @@ class ExplainWrapper(nn.Module):
                 needs_input_gradient = self.guided or self.plain_input_gradient
                 targets_at = [captured[name] for name in self.layers]
                 if head_io:
-                    grads = self._through_head(selected, resolved, head_io, targets_at)
+                    grads = self._through_head(selected, resolved, head_io, targets_at,
+                                               head_is_logits=head_io[2] is logits_all)
                 else:
                     grads = torch.autograd.grad(selected, targets_at, retain_graph=needs_input_gradient)
                 outputs = [logits, resolved]
@@ -153,20 +155,25 @@ class ExplainWrapper(nn.Module):
         return tuple(outputs)
 
     def _through_head(self, selected: torch.Tensor, resolved: torch.Tensor, head_io: list[torch.Tensor],
-                      targets_at: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+                      targets_at: list[torch.Tensor], head_is_logits: bool) -> tuple[torch.Tensor, ...]:
         """Gradients at the target layers, with the head convolution's backward as the product
-        of each row's class channel and that class's weights."""
-        head_input, head_output = head_io
-        (grad_output,) = torch.autograd.grad(selected, [head_output], retain_graph=True)
+        of each row's class channel and that class's weights. When the head's output is the
+        logits themselves, that channel's gradient is 1: the weights alone, with no one-hot
+        scatter over every class."""
+        head_input, head_output, _ = head_io
         rows = resolved.reshape(-1)
-        # rows fed through layer_input have no score: class 0, whose gradient there is zero
-        rows = torch.cat([rows, rows.new_zeros(grad_output.shape[0] - rows.shape[0])])
-        spatial = (1,) * (grad_output.dim() - 2)
-        index = rows.reshape(-1, 1, *spatial).expand(-1, 1, *grad_output.shape[2:])
-        channel = grad_output.gather(1, index)  # [rows, 1, (h, w)]
+        # rows fed through layer_input have no score: class 0, and their gradients are dropped
+        rows = torch.cat([rows, rows.new_zeros(head_output.shape[0] - rows.shape[0])])
+        spatial = (1,) * (head_output.dim() - 2)
         (head,) = self._head.values()
-        weights = head.weight.reshape(head.weight.shape[0], -1).to(channel.dtype)[rows]  # [rows, C_in]
-        grad_input = channel * weights.reshape(*weights.shape, *spatial)
+        weights = head.weight.reshape(head.weight.shape[0], -1).to(head_output.dtype)[rows]  # [rows, C_in]
+        weights = weights.reshape(*weights.shape, *spatial)
+        if head_is_logits:
+            grad_input = weights
+        else:
+            (grad_output,) = torch.autograd.grad(selected, [head_output], retain_graph=True)
+            index = rows.reshape(-1, 1, *spatial).expand(-1, 1, *grad_output.shape[2:])
+            grad_input = grad_output.gather(1, index) * weights  # the class channel [rows, 1, (h, w)]
         return torch.autograd.grad(head_input, targets_at, grad_outputs=grad_input)
 
 

@@ -103,7 +103,7 @@ def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.
     if targets is None:
         if not 1 <= top_k <= num_classes:
             raise OnnxcamError(f"top_k: must be between 1 and {num_classes}, got {top_k}")
-        matrix = np.tile(-np.arange(1, top_k + 1, dtype=np.int64), (n, 1))
+        return np.tile(-np.arange(1, top_k + 1, dtype=np.int64), (n, 1))  # ranks within range
     else:
         try:
             array = np.asarray(targets)
@@ -172,6 +172,9 @@ class Explainer:
     def _check_normalized(self, batch: np.ndarray) -> np.ndarray:
         """Validate a preprocessed [N, 3, H, W] batch."""
         h, w = self.info.input_size
+        if (isinstance(batch, np.ndarray) and batch.dtype == np.float32 and batch.shape[1:] == (3, h, w)
+                and len(batch) and batch.flags.c_contiguous):
+            return batch  # as the runner feeds it: nothing to check further or copy
         if (not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, h, w)
                 or not np.issubdtype(batch.dtype, np.floating) or len(batch) == 0):
             got = (f"shape {batch.shape}, {batch.dtype}" if isinstance(batch, np.ndarray)

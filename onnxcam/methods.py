@@ -10,6 +10,7 @@ onnxcam.attributions, and every method is registered by name in onnxcam.registry
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -19,6 +20,8 @@ import numpy as np
 from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name, map_name
 from onnxcam.errors import OnnxcamError
 from onnxcam.runner import Batch
+
+_RTOL32 = 32 * float(np.finfo(np.float32).eps)  # a span this small beside the values is rounding
 
 LayerTensors = tuple[np.ndarray, Optional[np.ndarray]]  # (activations [N,C,h,w], gradients [N,K,C,h,w])
 
@@ -32,9 +35,14 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return maps
     flat = maps.reshape(-1, *maps.shape[-2:])
     out = np.empty((flat.shape[0], height, width), np.float32)
-    for i, m in enumerate(flat):  # one call per map: OpenCV's many-channel resize is slower
-        cv2.resize(m, (width, height), dst=out[i], interpolation=cv2.INTER_LINEAR)
+    for small, target in zip(flat, out):  # one call per map: OpenCV's many-channel resize is slower
+        _resize_into(small, target)
     return out.reshape(*maps.shape[:-2], height, width)
+
+
+def _resize_into(small: np.ndarray, target: np.ndarray) -> None:
+    """One float32 map [h, w] bilinearly resized into ``target`` [H, W]."""
+    cv2.resize(small, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_LINEAR)
 
 
 def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,26 +74,30 @@ def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def heatmaps(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``normalize_maps(resize_maps(maps, size))`` of float32 maps [..., h, w], the same
-    numbers with the normalization done map by map in OpenCV and in place (a range check, a
-    min-max scan, a subtraction and a division each) rather than in NumPy passes over the
-    whole stack: what a small model's explain spends after its graph run."""
-    maps = np.asarray(maps, np.float32)
-    out = resize_maps(maps, size)
-    if out is maps:  # already at that size: normalize a copy
-        out = maps.copy()
-    flat = out.reshape(-1, *out.shape[-2:])
+    numbers in one pass of OpenCV calls per map, in place (a range check of the small map, a
+    resize, a min-max scan, a subtraction and a division): what a small model's explain spends
+    after its graph run, where every NumPy call over the whole stack costs."""
+    maps = np.ascontiguousarray(maps, np.float32)
+    height, width = size
+    flat = maps.reshape(-1, *maps.shape[-2:])
+    out = np.empty((flat.shape[0], height, width), np.float32)
     zero = np.zeros(flat.shape[0], bool)
-    rtol = 32 * float(np.finfo(np.float32).eps)
-    for i, target in enumerate(flat):
-        low, high = cv2.minMaxLoc(target)[:2] if cv2.checkRange(target)[0] else (0.0, 0.0)
-        if high - low <= rtol * max(abs(low), abs(high)):  # constant, or NaN or infinity in it
-            zero[i] = True
-            target.fill(0.0)
-            continue
-        # as normalize_maps: v - low <= high - low in float32, so the quotient stays in [0, 1]
-        np.subtract(target, np.float32(low), out=target)
-        np.divide(target, np.float32(high - low), out=target)
-    return out, zero.reshape(maps.shape[:-2])
+    same = flat.shape[1:] == (height, width)
+    for i, (small, target) in enumerate(zip(flat, out)):
+        if cv2.checkRange(small)[0]:  # finite, so finite after the resize (barring overflow)
+            if same:
+                target[...] = small
+            else:
+                _resize_into(small, target)
+            low, high = cv2.minMaxLoc(target)[:2]
+            if math.isfinite(low) and math.isfinite(high) and high - low > _RTOL32 * max(abs(low), abs(high)):
+                # as normalize_maps: v - low <= high - low in float32, so the quotient is in [0, 1]
+                np.subtract(target, np.float32(low), out=target)
+                np.divide(target, np.float32(high - low), out=target)
+                continue
+        zero[i] = True  # constant, or NaN or infinity in it: all zero
+        target.fill(0.0)
+    return out.reshape(*maps.shape[:-2], height, width), zero.reshape(maps.shape[:-2])
 
 
 def fuse_layers(maps: Sequence[np.ndarray], size: Optional[tuple[int, int]] = None) -> np.ndarray:
@@ -101,8 +113,9 @@ def fuse_layers(maps: Sequence[np.ndarray], size: Optional[tuple[int, int]] = No
 def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
     """ReLU(sum_c W_c A_c) [N, K, h, w] for channel [N, K, C] or pixelwise [N, K, C, h, w] weights."""
     weights = np.asarray(weights, np.float32)
-    if weights.ndim == 3:
-        cam = np.einsum("nkc,nchw->nkhw", weights, activations)
+    if weights.ndim == 3:  # a batched matrix product [N, K, C] x [N, C, h*w]
+        n, c, h, w = activations.shape
+        cam = np.matmul(weights, activations.reshape(n, c, h * w)).reshape(n, -1, h, w)
     else:
         cam = (weights * activations[:, None]).sum(axis=2)
     return np.maximum(cam, 0.0)
@@ -201,7 +214,10 @@ class GradCAM(CAMMethod):
     name = "gradcam"
 
     def weights(self, activations, gradients):
-        return gradients.mean(axis=(-2, -1))
+        # the mean as a product with a vector of 1/(h*w): one BLAS call over [N, K, C] rows
+        h, w = gradients.shape[-2:]
+        rows = gradients.reshape(*gradients.shape[:-2], h * w)
+        return rows @ np.full(h * w, 1.0 / (h * w), rows.dtype)
 
 
 class CAM(CAMMethod):
