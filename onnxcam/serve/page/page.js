@@ -85,8 +85,11 @@ function show(answer) {
   }
 }
 
+let latest = 0;  // the newest explain request: an answer to an older one arrives stale
+
 async function explain() {
   if (!photo) return;
+  const ticket = ++latest;
   const form = new FormData();
   form.append("image", photo);
   form.append("method", $("method").value);
@@ -100,6 +103,7 @@ async function explain() {
     }
   } catch (error) {
     status(error.message, true);
+    $("explain").disabled = false;  // an older request in flight no longer re-enables it
     return;
   }
   $("explain").disabled = true;
@@ -107,13 +111,14 @@ async function explain() {
   try {
     const response = await fetch("v1/explain", { method: "POST", body: form });
     const body = await response.json();
+    if (ticket !== latest) return;  // a newer request was sent: its answer is the one shown
     if (!response.ok) throw new Error(body.error || response.statusText);
     show(body);
     status("");
   } catch (error) {
-    status(error.message, true);
+    if (ticket === latest) status(error.message, true);
   } finally {
-    $("explain").disabled = false;
+    if (ticket === latest) $("explain").disabled = false;
   }
 }
 
