@@ -103,7 +103,7 @@ def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.
     if targets is None:
         if not 1 <= top_k <= num_classes:
             raise OnnxcamError(f"top_k: must be between 1 and {num_classes}, got {top_k}")
-        return np.tile(-np.arange(1, top_k + 1, dtype=np.int64), (n, 1))  # ranks within range
+        return np.repeat(-np.arange(1, top_k + 1, dtype=np.int64)[None], n, axis=0)  # ranks within range
     else:
         try:
             array = np.asarray(targets)
@@ -138,6 +138,7 @@ class Explainer:
         self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
+        self._by_name: dict[tuple, Method] = {}  # methods asked for by name, checked once
 
     @property
     def labels(self) -> Optional[list[str]]:
@@ -152,9 +153,16 @@ class Explainer:
         """A method by name (with options such as ``samples``) or as given, checked against
         this file: OnnxcamError when the file cannot serve it. A name whose map the file
         computes in the graph (``export(maps=...)``) fetches that map instead."""
-        if isinstance(method, str) and method.strip().lower() in self.info.maps:
-            return InGraphMap(method.strip().lower())
-        method = get_method(method, **options) if isinstance(method, str) else method
+        if isinstance(method, str):
+            key = (method.strip().lower(), *sorted(options.items()))
+            if key not in self._by_name:
+                self._by_name[key] = (InGraphMap(key[0]) if key[0] in self.info.maps
+                                      else self._checked(get_method(method, **options)))
+            return self._by_name[key]
+        return self._checked(method)
+
+    def _checked(self, method: Method) -> Method:
+        """``method`` once checked against this file."""
         method.check(self.info)
         for name in method.requires(self.info):
             if name not in self.runner.outputs:
@@ -309,7 +317,8 @@ class Explainer:
         fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES]
                                    + [name for m in chosen for name in m.fetch(self.info)]))
         out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows)))
-        context = Batch(batch, out[TARGET_INDICES].astype(np.int64), out[LOGITS].astype(np.float32),
+        context = Batch(batch, out[TARGET_INDICES].astype(np.int64, copy=False),
+                        out[LOGITS].astype(np.float32, copy=False),
                         out, self.runner, forward_batch_size, progress)
         probs = target_scores(context.logits, context.classes, "softmax").astype(np.float32)
         return [ExplainResult(

@@ -200,7 +200,7 @@ class CAMMethod(Method):
     def explain(self, batch: Batch) -> Explanation:
         shape = batch.classes.shape
         maps = [self.batch_layer_map(batch, layer) for layer in self.layers(batch.info)]
-        maps = [np.broadcast_to(m, shape + m.shape[2:]).astype(np.float32) for m in maps]
+        maps = [m if m.shape[:2] == shape else np.broadcast_to(m, shape + m.shape[2:]).copy() for m in maps]
         return Explanation(np.asarray(fuse_layers(maps, batch.info.input_size), np.float32))
 
 

@@ -117,7 +117,8 @@ class Batch:
 def target_scores(logits: np.ndarray, classes: np.ndarray, score: str) -> np.ndarray:
     """The differentiated score (``logit`` or ``softmax`` probability) of ``classes`` [M, K]."""
     values = logits.astype(np.float64)
+    picked = values[np.arange(len(values))[:, None], classes]
     if score != "softmax":
-        return np.take_along_axis(values, classes, axis=1)
-    exp = np.exp(values - values.max(axis=1, keepdims=True))
-    return np.take_along_axis(exp, classes, axis=1) / exp.sum(axis=1, keepdims=True)
+        return picked
+    top = values.max(axis=1, keepdims=True)
+    return np.exp(picked - top) / np.exp(values - top).sum(axis=1, keepdims=True)
