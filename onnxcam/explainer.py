@@ -138,7 +138,7 @@ class Explainer:
         self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
         self.runner = GraphRunner(self.session, self.info, self.path)
-        self._by_name: dict[tuple, Method] = {}  # methods asked for by name, checked once
+        self._by_name: dict[str, Method] = {}  # registry methods asked for without options, checked once
 
     @property
     def labels(self) -> Optional[list[str]]:
@@ -153,13 +153,16 @@ class Explainer:
         """A method by name (with options such as ``samples``) or as given, checked against
         this file: OnnxcamError when the file cannot serve it. A name whose map the file
         computes in the graph (``export(maps=...)``) fetches that map instead."""
-        if isinstance(method, str):
-            key = (method.strip().lower(), *sorted(options.items()))
-            if key not in self._by_name:
-                self._by_name[key] = (InGraphMap(key[0]) if key[0] in self.info.maps
-                                      else self._checked(get_method(method, **options)))
-            return self._by_name[key]
-        return self._checked(method)
+        if not isinstance(method, str):
+            return self._checked(method)
+        name = method.strip().lower()
+        if name in self.info.maps:
+            return InGraphMap(name)
+        if any(value is not None for value in options.values()):  # not kept: one per option value
+            return self._checked(get_method(name, **options))
+        if name not in self._by_name:
+            self._by_name[name] = self._checked(get_method(name))
+        return self._by_name[name]
 
     def _checked(self, method: Method) -> Method:
         """``method`` once checked against this file."""
