@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from onnxcam.artifact import DEFAULT_MAPS
 from onnxcam.errors import OnnxcamError
 from onnxcam.modelfiles import model_file
 from onnxcam.preprocessing import add_preprocessing_arguments, preprocessing_options, read_labels
@@ -27,9 +28,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="differentiate the pre-softmax logit (default) or the softmax probability")
     parser.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
                         help="preprocessing: stretch the whole image, or resize+center-crop as in training")
-    parser.add_argument("--maps", metavar="METHODS", type=_method_list, default=[],
-                        help="comma-separated CAM methods whose maps the graph computes itself "
-                             "(gradcam, gradcam++, xgradcam, hirescam, layercam)")
+    parser.add_argument("--maps", metavar="METHODS", type=_method_list, default=list(DEFAULT_MAPS),
+                        help="comma-separated CAM methods whose heatmaps the graph computes itself "
+                             "(gradcam, gradcam++, xgradcam, hirescam, layercam; default gradcam; "
+                             "'none' for none)")
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights, input and outputs (for GPUs; see the README)")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
@@ -41,7 +43,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _method_list(text: str) -> list[str]:
-    return [name.strip().lower() for name in text.split(",") if name.strip()]
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    return [] if names == ["none"] else names
 
 
 def run_export(args: argparse.Namespace) -> int:

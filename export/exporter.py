@@ -15,8 +15,9 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from onnxcam import artifact
-from onnxcam.artifact import ArtifactInfo
+from onnxcam.artifact import DEFAULT_MAPS, ArtifactInfo
 from onnxcam.errors import OnnxcamError
+from onnxcam.methods import heatmaps
 from onnxcam.quiet import quiet_loggers
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam_export.broadcasts import broadcast_expands
@@ -24,6 +25,7 @@ from onnxcam_export.decompositions import (
     explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
 )
 from onnxcam_export.expands import expanded_constants
+from onnxcam_export.heatmaps import add_heatmaps
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.ranks import bound_target_ranks
@@ -47,7 +49,7 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
            std: Sequence[float] = IMAGENET_STD, labels: Optional[Sequence[str]] = None,
            guided: bool = False, plain_input_gradient: bool = False, score: str = "logit",
            resize: str = "stretch", resize_size: Optional[int] = None, source: str = "",
-           layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = (),
+           layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = DEFAULT_MAPS,
            precision: str = "float32", opset: int = 18, verify: bool = True) -> ArtifactInfo:
     """Write ``model`` as an explain-graph to ``path`` and return the metadata stored in it.
 
@@ -57,8 +59,9 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     differentiated score: the pre-softmax ``"logit"`` or the ``"softmax"`` probability.
     ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or ``"tokens"`` (a ViT
     sequence with a class token); detected when not given, NCHW otherwise. ``maps`` names
-    methods (see ``onnxcam_export.maps.IN_GRAPH_METHODS``) whose maps the graph computes
-    itself, so the runtime can fetch [N, K, H, W] maps instead of gradients. ``precision``
+    methods (see ``onnxcam_export.maps.IN_GRAPH_METHODS``) whose final heatmaps the graph
+    computes itself (default: Grad-CAM's), so the runtime does no work after the run for them;
+    ``()`` for none. ``precision``
     ``"float16"`` writes fp16 weights, input and outputs (for GPUs; the class scores are
     differentiated in float32); the export check then compares with the float32 model.
     """
@@ -136,7 +139,7 @@ def _layouts(model: nn.Module, layers: list[str], probe: torch.Tensor, given: di
 
 def output_names(info: ArtifactInfo) -> list[str]:
     """Graph outputs in the order :class:`ExplainWrapper` returns them."""
-    names = [artifact.LOGITS, artifact.TARGET_INDICES]
+    names = [artifact.LOGITS, artifact.TARGET_INDICES, artifact.TARGET_PROBS]
     for layer in info.layers:
         names += [artifact.activation_name(layer), artifact.gradient_name(layer)]
     if info.plain_input_gradient:
@@ -252,6 +255,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
         raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
                            f"first: {expanded[0]}")
     bound_target_ranks(onnx_model)
+    add_heatmaps(onnx_model, info)
     return onnx_model
 
 
@@ -283,7 +287,8 @@ def _write(onnx_model, info: ArtifactInfo, path: Path) -> None:
 
 def _verify(wrapper: ExplainWrapper, path: Path, info: ArtifactInfo, layer_shape: tuple[int, ...]) -> None:
     """Run the written graph once against eager torch: every output but the guided gradient
-    (eager torch has no guided rule) must agree."""
+    (eager torch has no guided rule) must agree, and each in-graph heatmap must be the
+    runtime's own heatmap of the graph's raw map."""
     import onnxruntime as ort
 
     args = _inputs(info, 2, 2, layer_shape, 3, ranked=False)  # ranks are ambiguous on tied logits
@@ -312,3 +317,17 @@ def _verify(wrapper: ExplainWrapper, path: Path, info: ArtifactInfo, layer_shape
                   if norm_a * norm_b > 1e-30 else np.allclose(a64, b64, atol=1e-6))
         if not ok:
             raise OnnxcamError(f"export check failed: {name} from the ONNX graph differs from torch")
+    _verify_heatmaps(dict(zip([o.name for o in session.get_outputs()], got)), info)
+
+
+def _verify_heatmaps(outputs: dict[str, np.ndarray], info: ArtifactInfo) -> None:
+    """Each ``heatmaps/<m>`` and ``zero_maps/<m>`` equal onnxcam.methods.heatmaps of ``maps/<m>``
+    (to float16 rounding in a float16 file)."""
+    tolerance = 1e-4 if info.precision == "float32" else 2e-3
+    for method in info.maps:
+        expected, zero = heatmaps(outputs[artifact.map_name(method)].astype(np.float32), info.input_size)
+        got = outputs[artifact.heatmap_name(method)].astype(np.float32)
+        if not (np.array_equal(outputs[artifact.zero_map_name(method)], zero)
+                and got.shape == expected.shape and float(np.abs(got - expected).max(initial=0.0)) <= tolerance):
+            raise OnnxcamError(f"export check failed: {artifact.heatmap_name(method)} from the ONNX graph "
+                               "differs from the runtime's heatmap of its map")

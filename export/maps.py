@@ -1,12 +1,14 @@
-"""CAM maps computed inside the explain-graph, so a session can return final maps instead of
-[N, K, C, h, w] gradients (what matters on a GPU, where copying gradients to the host costs
-more than the map). Each method mirrors the numpy one of the same name in onnxcam.methods;
-the runtime normalizes the returned maps exactly as it normalizes its own."""
+"""CAM maps computed inside the explain-graph, so a session returns final maps instead of
+[N, K, C, h, w] gradients: no host work after the run on a small model, no gradient copies on a
+GPU. Each method mirrors the numpy one of the same name in onnxcam.methods; the heatmap made
+from the map is added after translation (onnxcam_export.heatmaps)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
+
+from onnxcam_export.heatmaps import interpolation_matrix
 
 Weights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,24 +49,9 @@ IN_GRAPH_METHODS: dict[str, Weights] = {
 
 def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """ReLU(sum_c W_c A_c) [N, K, h, w] for channel [N, K, C] or pixelwise [N, K, C, h, w] weights."""
-    if weights.dim() == 3:
-        weights = weights[..., None, None]
+    if weights.dim() == 3:  # one MatMul [N, K, C] x [N, C, h*w], not a product over [N, K, C, h, w]
+        return (weights @ acts.flatten(2)).unflatten(-1, acts.shape[-2:]).clamp(min=0)
     return (weights * acts[:, None]).sum(dim=2).clamp(min=0)
-
-
-def _interpolation_matrix(size_out: int, size_in: int) -> torch.Tensor:
-    """[size_out, size_in] bilinear weights with half-pixel centres, clamped at the borders
-    (cv2.INTER_LINEAR's rule). A product with it stays a small MatMul in ONNX, where
-    F.interpolate would decompose into gathers with [H, W] index constants."""
-    src = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * size_in / size_out - 0.5).clamp(min=0)
-    low = src.floor().long().clamp(max=size_in - 1)
-    high = (low + 1).clamp(max=size_in - 1)
-    frac = src - low
-    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
-    rows = torch.arange(size_out)
-    matrix[rows, low] += 1 - frac
-    matrix[rows, high] += frac
-    return matrix.float()
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -72,8 +59,8 @@ def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = int(maps.shape[-2]), int(maps.shape[-1])
     if (h, w) == tuple(size):
         return maps
-    rows = _interpolation_matrix(int(size[0]), h).to(maps.dtype)
-    cols = _interpolation_matrix(int(size[1]), w).to(maps.dtype)
+    rows = torch.from_numpy(interpolation_matrix(int(size[0]), h)).to(maps.dtype)
+    cols = torch.from_numpy(interpolation_matrix(int(size[1]), w)).to(maps.dtype)
     return rows @ maps @ cols.T
 
 
@@ -89,11 +76,12 @@ def _normalize(maps: torch.Tensor) -> torch.Tensor:
 
 def in_graph_map(method: str, layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  size: tuple[int, int]) -> torch.Tensor:
-    """Raw map [N, K, H, W] at input resolution from (activations [N, C, h, w], gradients
-    [N, K, C, h, w]) per layer; several layers are normalized each at its own resolution,
-    resized and averaged, as onnxcam.methods.fuse_layers does."""
+    """``method``'s raw map from (activations [N, C, h, w], gradients [N, K, C, h, w]) per
+    layer: [N, K, h, w] at the layer's resolution for one layer; for several, each normalized at
+    its own resolution, resized to the input and averaged, as onnxcam.methods.fuse_layers does.
+    The final heatmap is added to the translated graph (onnxcam_export.heatmaps)."""
     weights = IN_GRAPH_METHODS[method]
     maps = [_weighted_sum(weights(a, g), a) for a, g in layers]
     if len(maps) == 1:
-        return _resize(maps[0], size)
+        return maps[0]
     return torch.stack([_resize(_normalize(m), size) for m in maps]).mean(dim=0)

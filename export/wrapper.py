@@ -58,9 +58,9 @@ class ExplainWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor,
                 layer_input: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
-        """Outputs: logits, resolved targets, (activations, gradients) per layer, then the
-        plain and guided input gradients when asked for, then the in-graph maps
-        [N, K, H, W] (unnormalized, at input resolution), then ``layer_logits`` when
+        """Outputs: logits, resolved targets, their softmax probabilities, (activations,
+        gradients) per layer, then the plain and guided input gradients when asked for, then
+        the raw map per in-graph method (see ``in_graph_map``), then ``layer_logits`` when
         ``layer_input`` is given: its M rows are fed through the layers after the first
         target layer, appended to the batch there (so M = 0 costs nothing)."""
         n, k = targets.shape
@@ -133,7 +133,8 @@ class ExplainWrapper(nn.Module):
                                                head_is_logits=head_io[2] is logits_all)
                 else:
                     grads = torch.autograd.grad(selected, targets_at, retain_graph=needs_input_gradient)
-                outputs = [logits, resolved]
+                probs = torch.softmax(logits.float(), dim=1).gather(1, resolved).to(logits.dtype)
+                outputs = [logits, resolved, probs]
                 pairs = [(activations[name], grad[:rows].reshape((n, k) + tuple(grad.shape[1:])))
                          for name, grad in zip(self.layers, grads)]
                 for pair in pairs:

@@ -7,7 +7,9 @@ from typing import Optional
 
 # 2: ``scale`` (pixel range before mean/std) and ``channels``/``layout`` honoured by the runtime;
 # files of version 1 read as scale 1, RGB, NCHW (what they always were)
-FORMAT_VERSION = 2
+# 3: ``target_probs``; in-graph maps also give ``heatmaps/<m>`` and ``zero_maps/<m>``, and
+# ``maps/<m>`` holds the raw map at the resolution the runtime's own raw maps have
+FORMAT_VERSION = 3
 METADATA_KEY = "onnxcam"
 
 INPUT = "input"
@@ -18,6 +20,8 @@ INPUT_GRADIENTS = "input_gradients"  # guided-backprop gradient w.r.t. the input
 PLAIN_INPUT_GRADIENTS = "plain_input_gradients"  # ordinary gradient w.r.t. the input
 LAYER_INPUT = "layer_input"  # [M, Ck, h, w] rows fed through the layers after the first target layer
 LAYER_LOGITS = "layer_logits"  # [M, C] their logits
+TARGET_PROBS = "target_probs"  # [N, K] softmax probability of each resolved target
+DEFAULT_MAPS = ("gradcam",)  # methods whose heatmaps an export computes in the graph by default
 
 
 def activation_name(layer: str) -> str:
@@ -31,9 +35,21 @@ def gradient_name(layer: str) -> str:
 
 
 def map_name(method: str) -> str:
-    """Graph output holding ``method``'s map computed in the graph: [N, K, H, W] at input
-    resolution, before min-max normalization."""
+    """Graph output holding ``method``'s raw map computed in the graph: [N, K, h, w] at the
+    layer's resolution for one target layer, at input resolution for several (fused); format
+    version 2 files hold [N, K, H, W] at input resolution."""
     return f"maps/{method}"
+
+
+def heatmap_name(method: str) -> str:
+    """Graph output holding ``method``'s map resized to the input and min-max normalized:
+    [N, K, H, W] in [0, 1], all zero where ``zero_map_name`` flags it (format version 3)."""
+    return f"heatmaps/{method}"
+
+
+def zero_map_name(method: str) -> str:
+    """Graph output flagging ``method``'s constant (or non-finite) maps: bool [N, K]."""
+    return f"zero_maps/{method}"
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from onnxcam.artifact import LOGITS, TARGET_INDICES
+from onnxcam.artifact import LOGITS, TARGET_INDICES, TARGET_PROBS, heatmap_name
 from onnxcam.boxes import THRESHOLD, Box, map_boxes
 from onnxcam.errors import OnnxcamError
 from onnxcam.imageops import (
@@ -157,7 +157,7 @@ class Explainer:
             return self._checked(method)
         name = method.strip().lower()
         if name in self.info.maps:
-            return InGraphMap(name)
+            return InGraphMap(name, final=heatmap_name(name) in self.runner.outputs)
         if any(value is not None for value in options.values()):  # not kept: one per option value
             return self._checked(get_method(name, **options))
         if name not in self._by_name:
@@ -194,26 +194,26 @@ class Explainer:
                                f"array, got {got}")
         return np.ascontiguousarray(batch, np.float32)
 
-    def _heatmaps(self, raw: np.ndarray, geometries: Sequence[Geometry]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Raw maps [N, K, h, w] -> per image heatmaps [K, H_img, W_img] and zero flags [N, K].
-
-        Order: the raw maps are resized (cv2.INTER_LINEAR) to the network input size, then
-        min-max normalized there (``methods.heatmaps``), then mapped onto each original image (zero
-        outside a crop); an image that is the network input keeps its maps as they are.
-        """
-        normalized, zero = heatmaps(raw, self.info.input_size)
-        heat = [maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
-                for maps, geometry in zip(normalized, geometries)]
-        return heat, zero
-
     def _explain_batch(self, methods: Sequence[Method], batch: Batch,
                        geometries: Sequence[Geometry]) -> list[_Part]:
-        """Each method's output for one batch."""
+        """Each method's output for one batch: raw maps [N, K, h, w], per image heatmaps
+        [K, H_img, W_img] and zero flags [N, K].
+
+        Order: the raw maps are resized (cv2.INTER_LINEAR) to the network input size, then
+        min-max normalized there (``methods.heatmaps``; a graph with the method's final maps did
+        both), then mapped onto each original image (zero outside a crop); an image that is the
+        network input keeps its maps as they are.
+        """
         parts = []
         for method in methods:
             explanation = method.explain(batch)
             raw = np.asarray(explanation.maps, np.float32)
-            heat, zero = self._heatmaps(raw, geometries)
+            if explanation.heatmaps is None:
+                normalized, zero = heatmaps(raw, self.info.input_size)
+            else:
+                normalized, zero = explanation.heatmaps, explanation.zero_maps
+            heat = [maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
+                    for maps, geometry in zip(normalized, geometries)]
             parts.append(_Part(raw, heat, zero, explanation.attributions))
         return parts
 
@@ -317,13 +317,15 @@ class Explainer:
                    pictures: Optional[list[np.ndarray]], target_rows: np.ndarray,
                    forward_batch_size: int, progress: bool) -> list[ExplainResult]:
         """One graph run over a preprocessed batch; one ExplainResult per method."""
-        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES]
+        probs = [TARGET_PROBS] if TARGET_PROBS in self.runner.outputs else []  # format version 3
+        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES, *probs]
                                    + [name for m in chosen for name in m.fetch(self.info)]))
         out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows)))
         context = Batch(batch, out[TARGET_INDICES].astype(np.int64, copy=False),
                         out[LOGITS].astype(np.float32, copy=False),
                         out, self.runner, forward_batch_size, progress)
-        probs = target_scores(context.logits, context.classes, "softmax").astype(np.float32)
+        probs = (out[TARGET_PROBS].astype(np.float32, copy=False) if probs
+                 else target_scores(context.logits, context.classes, "softmax").astype(np.float32))
         return [ExplainResult(
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,
             heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name, map_name
+from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name, heatmap_name, map_name, zero_map_name
 from onnxcam.errors import OnnxcamError
 from onnxcam.runner import Batch
 
@@ -138,6 +138,8 @@ class Explanation:
 
     maps: np.ndarray  # float32 [N, K, h, w]: unnormalized, at layer (or input) resolution
     attributions: Optional[np.ndarray] = None  # float32 [N, K, 3, H, W]: input-space attribution
+    heatmaps: Optional[np.ndarray] = None  # float32 [N, K, H, W]: final maps, when the graph made them
+    zero_maps: Optional[np.ndarray] = None  # bool [N, K]: their all-zero flags
 
 
 class Method:
@@ -311,13 +313,20 @@ class EigenGradCAM(CAMMethod):
 
 class InGraphMap(Method):
     """A CAM method's map as the graph computed it (a file exported with ``maps=``): the
-    session returns [N, K, H, W] maps instead of activations and gradients."""
+    session returns the raw maps instead of activations and gradients, and from format
+    version 3 on the final heatmaps at the input size and their all-zero flags too."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, final: bool):
         self.name = name
+        self.final = final  # the file has the heatmaps and flags (format version 3)
 
     def fetch(self, info: ArtifactInfo) -> list[str]:
-        return [map_name(self.name)]
+        finals = [heatmap_name(self.name), zero_map_name(self.name)] if self.final else []
+        return [map_name(self.name), *finals]
 
     def explain(self, batch: Batch) -> Explanation:
-        return Explanation(batch.outputs[map_name(self.name)].astype(np.float32))
+        raw = batch.outputs[map_name(self.name)].astype(np.float32, copy=False)
+        if not self.final:
+            return Explanation(raw)
+        return Explanation(raw, heatmaps=batch.outputs[heatmap_name(self.name)].astype(np.float32, copy=False),
+                           zero_maps=batch.outputs[zero_map_name(self.name)])

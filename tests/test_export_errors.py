@@ -71,9 +71,10 @@ def test_layer_side_equal_to_a_trace_count_keeps_dimensions_dynamic(tmp_path, si
     export(model, path, ["2"], input_size=(side, side))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n, k, m in ((2, 1, 0), (5, 3, 2), (side, side, side)):
-        logits, _, activations, gradients, layer_logits = session.run(None, {
+        logits, activations, gradients, layer_logits, heat = session.run(
+            ["logits", "activations/2", "gradients/2", "layer_logits", "heatmaps/gradcam"], {
             "input": np.random.rand(n, 3, side, side).astype(np.float32),
             "targets": np.zeros((n, k), np.int64),
             "layer_input": np.random.rand(m, 16, side, side).astype(np.float32)})
-        assert (logits.shape, activations.shape, gradients.shape, layer_logits.shape) == \
-            ((n, side), (n, 16, side, side), (n, k, 16, side, side), (m, side))
+        assert (logits.shape, activations.shape, gradients.shape, layer_logits.shape, heat.shape) == \
+            ((n, side), (n, 16, side, side), (n, k, 16, side, side), (m, side), (n, k, side, side))

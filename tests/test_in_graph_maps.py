@@ -1,5 +1,6 @@
-"""Maps computed inside the graph (`export(maps=...)`, `onnxcam export --maps`) equal the
-runtime's own maps from the same file's activations and gradients."""
+"""Maps computed inside the graph (`export(maps=...)`, `onnxcam export --maps`, Grad-CAM's by
+default) equal the runtime's own maps from the same file's activations and gradients: the raw
+maps, the final heatmaps and their flags, and the targets' probabilities."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,10 @@ import skimage.data
 from test_cli_export import one_line_error, onnxcam
 
 from onnxcam import Explainer
-from onnxcam.artifact import map_name
-from onnxcam.methods import InGraphMap
+from onnxcam.artifact import heatmap_name, map_name, zero_map_name
+from onnxcam.methods import InGraphMap, heatmaps
 from onnxcam.registry import get_method
+from onnxcam.runner import target_scores
 
 IN_GRAPH = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 
@@ -37,21 +39,108 @@ def two_layer_file(tmp_path_factory):
 def test_in_graph_map_matches_runtime(two_layer_file, method):
     explainer = Explainer(two_layer_file)
     chosen = explainer.method(method)
-    assert isinstance(chosen, InGraphMap) and chosen.fetch(explainer.info) == [map_name(method)]
+    assert isinstance(chosen, InGraphMap)
+    assert chosen.fetch(explainer.info) == [map_name(method), heatmap_name(method), zero_map_name(method)]
     images = [skimage.data.chelsea(), skimage.data.coffee()]
     graph = explainer.explain(images, method, top_k=2)
     host = explainer.explain(images, get_method(method), top_k=2)  # an instance: computed here
     np.testing.assert_array_equal(graph.classes, host.classes)
     assert not graph.zero_maps.any()
+    assert graph.raw_maps.shape == host.raw_maps.shape == (2, 2, 96, 96)  # two layers: fused at input size
+    assert np.abs(graph.raw_maps - host.raw_maps).max() <= 1e-4 * np.abs(host.raw_maps).max()
     for a, b in zip(graph.heatmaps, host.heatmaps):
         assert a.shape == b.shape
         assert np.abs(a - b).max() <= 1e-4, method
+
+
+def test_default_export_computes_gradcam_heatmaps_and_probabilities(tmp_path):
+    """A plain export holds Grad-CAM's final heatmaps at the size users run (224 px from a 7x7
+    layer) and each target's probability: the same raw maps, heatmaps, flags and
+    probabilities as the runtime computes from the file's activations, gradients and logits."""
+    import torch
+    import torchvision
+
+    from onnxcam_export import export
+
+    torch.manual_seed(0)
+    path = tmp_path / "mobilenet.onnx"
+    info = export(torchvision.models.mobilenet_v3_small().eval(), path, ["features.12"])
+    assert info.maps == ["gradcam"] and info.format_version == 3
+    explainer = Explainer(path)
+    images = [skimage.data.chelsea(), skimage.data.astronaut(), skimage.data.rocket()]
+    graph = explainer.explain(images, "gradcam", targets=[[-1, 281]] * 3)
+    host = explainer.explain(images, get_method("gradcam"), targets=[[-1, 281]] * 3)
+    assert graph.raw_maps.shape == host.raw_maps.shape == (3, 2, 7, 7)
+    assert np.abs(graph.raw_maps - host.raw_maps).max() <= 1e-5 * np.abs(host.raw_maps).max()
+    np.testing.assert_array_equal(graph.zero_maps, host.zero_maps)
+    for a, b in zip(graph.heatmaps, host.heatmaps):
+        assert np.abs(a - b).max() <= 1e-4
+    expected = target_scores(graph.logits, graph.classes, "softmax")
+    assert np.abs(graph.probs - expected).max() <= 1e-6 * expected.max()
+
+
+def _heatmap_graph(shape: tuple[int, ...], size: tuple[int, int], opset: int):
+    """A graph whose ``maps/gradcam`` output is its input, with the heatmap appended."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxcam.artifact import ArtifactInfo
+    from onnxcam_export.heatmaps import add_heatmaps
+
+    dims = ["N", "K", *shape[2:]]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["maps"], [map_name("gradcam")])], "maps",
+        [helper.make_tensor_value_info("maps", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info(map_name("gradcam"), TensorProto.FLOAT, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    info = ArtifactInfo(layers=["x"], input_size=size, mean=[0.0] * 3, std=[1.0] * 3,
+                        num_classes=2, maps=["gradcam"])
+    add_heatmaps(model, info)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("shape,size,opset", [((3, 2, 7, 7), (224, 224), 18), ((2, 3, 14, 9), (160, 96), 17),
+                                              ((2, 2, 12, 12), (8, 8), 18), ((2, 3, 40, 30), (40, 30), 18)])
+def test_graph_heatmaps_equal_the_runtimes(shape, size, opset):
+    """The appended heatmap subgraph gives the runtime's ``heatmaps`` (OpenCV resize, then
+    min-max) of the same maps, flags included: constant, NaN, infinite, tiny-span and
+    same-size maps, upsampled, downsampled, at both ReduceMin forms."""
+    import onnxruntime
+
+    rng = np.random.default_rng(2)
+    raw = (np.abs(rng.normal(size=shape)) * 10.0 ** rng.integers(-3, 4, size=shape[:2] + (1, 1))).astype(np.float32)
+    raw[0, 0] = 2.5  # constant
+    raw[-1, 0, 1, 2] = np.nan
+    raw[-1, -1, 0, 0] = np.inf
+    raw[1, -1] = 1000.0 + np.abs(rng.normal(size=shape[2:])) * 1e-5  # a span near float32 rounding
+    raw[0, 1, :2] = 0.0  # ReLU's zeros
+    session = onnxruntime.InferenceSession(_heatmap_graph(shape, size, opset).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    got, got_zero = session.run([heatmap_name("gradcam"), zero_map_name("gradcam")], {"maps": raw})
+    expected, expected_zero = heatmaps(raw, size)
+    np.testing.assert_array_equal(got_zero, expected_zero)
+    assert expected_zero[0, 0] and expected_zero[-1, 0] and expected_zero[-1, -1] and not expected_zero.all()
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1e-5
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert not got[expected_zero].any()
 
 
 def test_methods_not_in_graph_are_computed_on_the_host(two_layer_file):
     explainer = Explainer(two_layer_file)
     assert not isinstance(explainer.method("eigencam"), InGraphMap)
     assert not isinstance(explainer.method("scorecam"), InGraphMap)
+
+
+def test_cli_exports_without_in_graph_maps(tmp_path):
+    path = tmp_path / "r.onnx"
+    proc = onnxcam("export", "resnet18", "--weights", "none", "--maps", "none", "--input-size", "64", "64",
+                   "-o", str(path))
+    assert proc.returncode == 0, proc.stderr
+    explainer = Explainer(path)
+    assert explainer.info.maps == [] and not isinstance(explainer.method("gradcam"), InGraphMap)
+    assert not any(name.startswith(("maps/", "heatmaps/")) for name in explainer.runner.outputs)
 
 
 def test_cli_rejects_unknown_in_graph_method(tmp_path):

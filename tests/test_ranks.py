@@ -36,7 +36,8 @@ def test_ranks_resolve_as_a_full_sort_with_k_from_the_targets(tmp_path):
         np.testing.assert_array_equal(got, expected)
 
     # an empty batch (the layer-input passes of perturbation methods) still runs
-    outputs = session.run(None, {"input": np.zeros((0, 3, 16, 16), np.float32),
-                                 "targets": np.zeros((0, 1), np.int64),
-                                 LAYER_INPUT: np.zeros((3, 8, 16, 16), np.float32)})
-    assert outputs[0].shape == (0, classes) and outputs[-1].shape == (3, classes)
+    logits, heat, layer_logits = session.run(
+        ["logits", "heatmaps/gradcam", "layer_logits"], {"input": np.zeros((0, 3, 16, 16), np.float32),
+                                                          "targets": np.zeros((0, 1), np.int64),
+                                                          LAYER_INPUT: np.zeros((3, 8, 16, 16), np.float32)})
+    assert logits.shape == (0, classes) and heat.shape == (0, 1, 16, 16) and layer_logits.shape == (3, classes)

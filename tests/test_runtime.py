@@ -15,7 +15,7 @@ import pytest
 from graphs import SyntheticModel, make_explain_graph, make_plain_model
 
 from onnxcam import Explainer, OnnxcamError, overlay
-from onnxcam.artifact import ArtifactInfo
+from onnxcam.artifact import FORMAT_VERSION, ArtifactInfo
 from onnxcam.cli import _export_problem, main
 from onnxcam.explainer import target_matrix
 from onnxcam.imageops import Geometry, fit, load_image, preprocess, to_rgb_uint8
@@ -376,7 +376,7 @@ def test_open_session_errors(tmp_path):
     make_explain_graph(tmp_path / "other.onnx", metadata=other.to_json())
     cases = [("missing.onnx", "no such model file"), ("junk.onnx", "not a valid ONNX model: "),
              ("plain.onnx", "not an onnxcam explain-graph \\(no 'onnxcam' metadata\\); export one"),
-             ("future.onnx", "explain-graph format version 99 is newer than this onnxcam supports \\(2\\)"),
+             ("future.onnx", f"explain-graph format version 99 is newer than this onnxcam supports \\({FORMAT_VERSION}\\)"),
              ("corrupt.onnx", "corrupt 'onnxcam' metadata \\("),
              ("other.onnx", "broken explain-graph: it lacks 'activations/layer4', 'gradients/layer4'")]
     for name, message in cases:
