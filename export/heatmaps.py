@@ -19,8 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam import artifact
 from onnxcam.artifact import ArtifactInfo
-
-_EPS = 32 * float(np.finfo(np.float32).eps)  # a span this small beside the values is rounding
+from onnxcam.methods import RTOL32
 
 
 def _bilinear(size_out: int, size_in: int) -> list[tuple[int, int, float]]:
@@ -73,7 +72,7 @@ def _add_one(graph: onnx.GraphProto, raw: onnx.ValueInfoProto, method: str, size
     height, width = size
     nodes: list[onnx.NodeProto] = []
     constants = {"axes": np.array([2, 3], np.int64), "zero": np.array(0.0, np.float32),
-                 "one": np.array(1.0, np.float32), "eps": np.array(_EPS, np.float32)}
+                 "one": np.array(1.0, np.float32), "eps": np.array(RTOL32, np.float32)}
 
     def node(op: str, inputs: list[str], output: str, **attributes) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
@@ -110,10 +109,10 @@ def _add_one(graph: onnx.GraphProto, raw: onnx.ValueInfoProto, method: str, size
     if "columns" in constants:
         scaled = node("MatMul", [scaled, prefix + "columns"], prefix + "resized")
     heat = artifact.heatmap_name(method)
-    node("Clip", [scaled, prefix + "zero", prefix + "one"], prefix + "clipped" if float16 else heat)
+    clipped = node("Clip", [scaled, prefix + "zero", prefix + "one"], prefix + "clipped" if float16 else heat)
     if float16:
-        nodes.append(helper.make_node("Cast", [prefix + "clipped"], [heat], name=heat, to=TensorProto.FLOAT16))
-    nodes.append(helper.make_node("Squeeze", [constant, prefix + "axes"], [artifact.zero_map_name(method)]))
+        node("Cast", [clipped], heat, to=TensorProto.FLOAT16)
+    node("Squeeze", [constant, prefix + "axes"], artifact.zero_map_name(method))
     graph.initializer.extend(numpy_helper.from_array(value, prefix + name) for name, value in constants.items())
     graph.node.extend(nodes)
     graph.output.extend([

@@ -21,7 +21,7 @@ from onnxcam.artifact import ArtifactInfo, activation_name, gradient_name, heatm
 from onnxcam.errors import OnnxcamError
 from onnxcam.runner import Batch
 
-_RTOL32 = 32 * float(np.finfo(np.float32).eps)  # a span this small beside the values is rounding
+RTOL32 = 32 * float(np.finfo(np.float32).eps)  # a float32 map's span this small beside its values is rounding
 
 LayerTensors = tuple[np.ndarray, Optional[np.ndarray]]  # (activations [N,C,h,w], gradients [N,K,C,h,w])
 
@@ -90,7 +90,7 @@ def heatmaps(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
             else:
                 _resize_into(small, target)
             low, high = cv2.minMaxLoc(target)[:2]
-            if math.isfinite(low) and math.isfinite(high) and high - low > _RTOL32 * max(abs(low), abs(high)):
+            if math.isfinite(low) and math.isfinite(high) and high - low > RTOL32 * max(abs(low), abs(high)):
                 # as normalize_maps: v - low <= high - low in float32, so the quotient is in [0, 1]
                 np.subtract(target, np.float32(low), out=target)
                 np.divide(target, np.float32(high - low), out=target)
