@@ -21,6 +21,7 @@ from onnxcam.methods import heatmaps
 from onnxcam.quiet import quiet_loggers
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam_export.broadcasts import broadcast_expands
+from onnxcam_export.class_token import class_token_tail
 from onnxcam_export.decompositions import (
     explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
 )
@@ -107,11 +108,13 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
             maps=maps, precision=precision,
         )
         first = first_layer(model, layers, probe)
-        onnx_model = _to_onnx(wrapper, info, first, opset)
+        with class_token_tail(wrapper.model, layers) as class_token_only:
+            onnx_model = _to_onnx(wrapper, info, first, opset)
         _write(onnx_model, info, Path(path))
         if verify:
             reference = wrap(model)  # plain autograd through every layer, in float32
-            reference.repeat_input = wrapper.repeat_input
+            # the unchanged model needs the input repeated when the rewritten one did not
+            reference.repeat_input = wrapper.repeat_input or class_token_only
             try:
                 _verify(reference, Path(path), info, spatial_shape(first[1], layouts[first[0]]))
             except OnnxcamError:

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from onnxcam.methods import RTOL32
 from onnxcam_export.heatmaps import interpolation_matrix
 
 Weights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,7 +70,7 @@ def _normalize(maps: torch.Tensor) -> torch.Tensor:
     low = maps.amin(dim=(-2, -1), keepdim=True)
     high = maps.amax(dim=(-2, -1), keepdim=True)
     span = high - low
-    constant = span <= 32 * torch.finfo(torch.float32).eps * torch.maximum(low.abs(), high.abs())
+    constant = span <= RTOL32 * torch.maximum(low.abs(), high.abs())
     scaled = (maps - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(scaled), scaled).clamp(0, 1)
 

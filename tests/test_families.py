@@ -43,6 +43,8 @@ FAMILIES = [
     pytest.param("swin_t", 224, "features.5", marks=slow),
     # Swin's shifted windows and attention mask at a size CI can afford
     pytest.param("swin_small_config", 32, "features.1"),
+    # torchvision's ViT class, its last block traced for the class token alone, with two targets
+    pytest.param("vit_small_config", 32, "encoder.layers.encoder_layer_9.ln_1"),
     pytest.param("timm/resnet18", 64, "layer3"),
     pytest.param("timm/vit_tiny_patch16_224", 32, "blocks.9.norm1"),
     pytest.param("timm/convnext_atto", 64, "stages.2", marks=slow),
@@ -72,6 +74,7 @@ def build(name: str, size: int):
     import torch
     import torchvision
     from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.vision_transformer import VisionTransformer
 
     from onnxcam_export import models
 
@@ -80,6 +83,11 @@ def build(name: str, size: int):
         model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2],
                                 window_size=[4, 4], num_classes=10)
         return model.eval(), models.recipe("swin_t")
+    if name == "vit_small_config":  # vit_b_16's twelve blocks, narrow: vit_b_16's recipe
+        model = VisionTransformer(image_size=size, patch_size=8, num_layers=12, num_heads=2,
+                                  hidden_dim=32, mlp_dim=64, num_classes=10)
+        torch.nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts it at zero
+        return model.eval(), models.recipe("vit_b_16")
     recipe = models.recipe(name)
     if name.startswith("timm/vit"):
         return timm.create_model(name[5:], img_size=size).eval(), recipe
