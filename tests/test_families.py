@@ -101,6 +101,22 @@ def build(name: str, size: int):
     return calibrate_batch_norm(torchvision.models.get_model(name, **options), size), recipe
 
 
+def kink_spread(exact, layer: str, x64: np.ndarray, classes: np.ndarray, grads64: np.ndarray) -> tuple[np.ndarray, float]:
+    """How far the float64 gradient moves when the input moves by 1e-6 (two draws), per
+    (image, target) as 1 - cosine and over all as relative L2. Where the input sits on a ReLU
+    kink or a max-pool tie, float32 noise moves the gradient as far, in torch or onnxruntime
+    alike (regnet_y_400mf's test input: 1e-3); elsewhere this is float64 noise (1e-11)."""
+    rng = np.random.default_rng(7)
+    cos = np.zeros(classes.shape)
+    rel = 0.0
+    for _ in range(2):
+        _, _, _, moved = autograd_reference(exact, layer, x64 + 1e-6 * rng.standard_normal(x64.shape), classes)
+        cos = np.maximum(cos, [[1 - cosine(moved[i, j], grads64[i, j]) for j in range(classes.shape[1])]
+                               for i in range(classes.shape[0])])
+        rel = max(rel, relative_error(moved, grads64))
+    return cos, rel
+
+
 @pytest.mark.parametrize("name,size,inner", FAMILIES)
 def test_family(name, size, inner, tmp_path):
     import copy
@@ -131,7 +147,8 @@ def test_family(name, size, inner, tmp_path):
     assert relative_error(out["logits"], exact(torch.from_numpy(x64)).detach().numpy()) <= 1e-4
     for layer in (inner, default):
         _, _, acts, grads = autograd_reference(model, layer, x, targets)
-        _, _, _, grads64 = autograd_reference(exact, layer, x64, targets)
+        _, classes, _, grads64 = autograd_reference(exact, layer, x64, targets)
+        kink_cos, kink_rel = kink_spread(exact, layer, x64, classes, grads64)
         acts = to_spatial(torch.from_numpy(acts), layout).numpy()
         grads, grads64 = (np.stack([to_spatial(torch.from_numpy(g[:, j]), layout).numpy() for j in range(2)], axis=1)
                           for g in (grads, grads64))
@@ -139,9 +156,10 @@ def test_family(name, size, inner, tmp_path):
         for i in range(2):
             for j in range(2):
                 torch_error = 1 - cosine(grads[i, j], grads64[i, j])
-                assert 1 - cosine(got[i, j], grads64[i, j]) <= max(1e-4, 2 * torch_error), (layer, i, j)
+                bound = max(1e-4, 2 * torch_error, 2 * kink_cos[i, j])
+                assert 1 - cosine(got[i, j], grads64[i, j]) <= bound, (layer, i, j)
         if layer == inner:
-            assert relative_error(got, grads64) <= max(1e-3, 2 * relative_error(grads, grads64))
+            assert relative_error(got, grads64) <= max(1e-3, 2 * relative_error(grads, grads64), 2 * kink_rel)
         else:
             maps, zero = normalize_maps(resize_maps(GradCAM()([(out["activations/" + layer], got)]), (size, size)))
             if acts.shape[-2:] == (1, 1):  # inception_v3 at 96 px: a constant map, shown as none
