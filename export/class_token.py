@@ -74,7 +74,8 @@ def _torchvision_block(model: nn.Module) -> Optional[_Tail]:
         return None
     if type(model) is not VisionTransformer:
         return None
-    name, block = list(model.encoder.layers.named_children())[-1]
+    names = [name for name, _ in model.encoder.layers.named_children()]
+    block = getattr(model.encoder.layers, names[-1])
     if type(block) is not EncoderBlock:
         return None
 
@@ -84,8 +85,8 @@ def _torchvision_block(model: nn.Module) -> Optional[_Tail]:
         x = self.dropout(x) + _rows_like(input, x)
         return x + self.mlp(self.ln_2(x))
 
-    earlier = [f"encoder.layers.{n}" for n, _ in list(model.encoder.layers.named_children())[:-1]]
-    return _Tail(block, forward, ["conv_proj", "encoder.dropout", *earlier, f"encoder.layers.{name}.ln_1"])
+    earlier = [f"encoder.layers.{name}" for name in names[:-1]]
+    return _Tail(block, forward, ["conv_proj", "encoder.dropout", *earlier, f"encoder.layers.{names[-1]}.ln_1"])
 
 
 def _timm_block(model: nn.Module) -> Optional[_Tail]:
