@@ -30,6 +30,7 @@ from onnxcam_export.heatmaps import add_heatmaps
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.ranks import bound_target_ranks
+from onnxcam_export.weight_views import read_weights_in_place
 from onnxcam_export.inspect import (
     cam_layer,
     channelwise_head,
@@ -257,6 +258,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     if expanded:  # copies of weights at run time: memory that plain inference never needs
         raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
                            f"first: {expanded[0]}")
+    read_weights_in_place(onnx_model)
     bound_target_ranks(onnx_model)
     add_heatmaps(onnx_model, info)
     return onnx_model
