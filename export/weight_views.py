@@ -13,11 +13,12 @@ computed are the same; the nodes left unused are removed.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Optional
 
 import onnx
 from onnx import helper, numpy_helper
+
+from onnxcam_export.unread import drop_unread
 
 
 def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
@@ -106,30 +107,5 @@ def read_weights_in_place(model: onnx.ModelProto) -> int:
         else:
             continue
         rewritten += 1
-    _drop_unread_views(graph)
+    drop_unread(graph, ("Transpose", "Reshape"))
     return rewritten
-
-
-def _names_read(graph: onnx.GraphProto) -> Counter:
-    """How many times each value is read by a node, in subgraphs too, or is a graph output."""
-    readers = Counter(out.name for out in graph.output)
-    for node in graph.node:
-        readers.update(node.input)
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                readers.update(_names_read(body))
-    return readers
-
-
-def _drop_unread_views(graph: onnx.GraphProto) -> None:
-    """Remove the Transpose and Reshape nodes nothing reads any more (latest first, so chains
-    go too), then the initializers only they read (onnxruntime warns of unread ones)."""
-    readers = _names_read(graph)
-    for index in reversed(range(len(graph.node))):
-        node = graph.node[index]
-        if node.op_type in ("Transpose", "Reshape") and not readers[node.output[0]]:
-            readers.subtract(node.input)
-            del graph.node[index]
-    for index in reversed(range(len(graph.initializer))):
-        if readers[graph.initializer[index].name] <= 0:
-            del graph.initializer[index]
