@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxcam_export.unread import drop_unread
+from onnxcam_export.graph_edits import attribute, drop_unread
 
 # ops that only cut or reshape a tensor: what reads their output decides for the hint
 _PASS_THROUGH = ("Slice", "Reshape", "Squeeze", "Unsqueeze", "Identity")
@@ -31,11 +31,9 @@ def _is_identity_scale(node: onnx.NodeProto, constants: dict[str, onnx.TensorPro
     if node.op_type != "Conv" or len(node.input) != 2 or node.input[1] not in constants:
         return False
     kernel = constants[node.input[1]]
-    attributes = {a.name: a for a in node.attribute}
-    plain = all(list(attributes[name].ints) in ([], [1, 1]) for name in ("strides", "dilations")
-                if name in attributes) and not any(attributes["pads"].ints if "pads" in attributes else [])
-    return (list(kernel.dims[1:]) == [1, 1, 1] and "group" in attributes
-            and attributes["group"].i == kernel.dims[0] and plain
+    unit = (all(attribute(node, name, []) in ([], [1, 1]) for name in ("strides", "dilations"))
+            and not any(attribute(node, "pads", [])))
+    return (list(kernel.dims[1:]) == [1, 1, 1] and attribute(node, "group", 1) == kernel.dims[0] and unit
             and bool(np.all(numpy_helper.to_array(kernel) == 1)))
 
 

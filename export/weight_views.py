@@ -18,7 +18,7 @@ from typing import Optional
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxcam_export.unread import drop_unread
+from onnxcam_export.graph_edits import attribute, drop_unread
 
 
 def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
@@ -29,8 +29,7 @@ def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
 
 
 def _is_matrix_transpose(node: onnx.NodeProto) -> bool:
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
-    return node.op_type == "Transpose" and perm == [1, 0]
+    return node.op_type == "Transpose" and attribute(node, "perm", [1, 0]) == [1, 0]
 
 
 def _weight_behind(name: str, producer: dict[str, onnx.NodeProto],
@@ -40,10 +39,6 @@ def _weight_behind(name: str, producer: dict[str, onnx.NodeProto],
     while name in producer and _is_matrix_transpose(producer[name]):
         name, flips = producer[name].input[0], flips + 1
     return (name, flips) if flips and name in matrices else None
-
-
-def _int_attribute(node: onnx.NodeProto, name: str) -> int:
-    return next((a.i for a in node.attribute if a.name == name), 0)
 
 
 def _constant_shape(name: str, constants: dict[str, onnx.TensorProto]) -> Optional[list[int]]:
@@ -66,7 +61,7 @@ def _bypass_reshapes(graph: onnx.GraphProto, constants: dict[str, onnx.TensorPro
         weight = constants.get(node.input[0]) if node.op_type == "Reshape" else None
         shape = _constant_shape(node.input[1], constants) if weight is not None else None
         if shape is not None and len(weight.dims) >= 2 and _same_shape(list(weight.dims), shape,
-                                                                       _int_attribute(node, "allowzero")):
+                                                                       attribute(node, "allowzero", 0)):
             aliases[node.output[0]] = node.input[0]
     for node in graph.node:
         for position, name in enumerate(node.input):
@@ -85,7 +80,6 @@ def read_weights_in_place(model: onnx.ModelProto) -> int:
     matrices = {name for name, init in constants.items() if len(init.dims) == 2}
     producer = {out: node for node in graph.node for out in node.output}
     ranks = _ranks(graph)
-    rewritten = 0
     for index, node in enumerate(graph.node):
         if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
             continue
@@ -94,7 +88,7 @@ def read_weights_in_place(model: onnx.ModelProto) -> int:
             continue
         weight, flips = found
         if node.op_type == "Gemm":
-            flipped = (_int_attribute(node, "transB") + flips) % 2
+            flipped = (attribute(node, "transB", 0) + flips) % 2
             kept = [a for a in node.attribute if a.name != "transB"]
             del node.attribute[:]
             node.attribute.extend([*kept, helper.make_attribute("transB", flipped)])

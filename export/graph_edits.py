@@ -1,10 +1,18 @@
-"""What nothing in a graph reads any more, and its removal after a rewrite."""
+"""What the rewrites of a translated graph share: a node's attributes, what nothing reads any
+more, and its removal."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 import onnx
+from onnx import helper
+
+
+def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """The value of ``node``'s attribute ``name`` (ints as a list), or ``default``."""
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
 
 
 def names_read(graph: onnx.GraphProto) -> Counter:
