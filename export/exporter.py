@@ -21,6 +21,7 @@ from onnxcam.methods import heatmaps
 from onnxcam.quiet import quiet_loggers
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
 from onnxcam_export.broadcasts import broadcast_expands
+from onnxcam_export.class_channel import gather_class_channel_first
 from onnxcam_export.class_token import class_token_tail
 from onnxcam_export.decompositions import (
     explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
@@ -260,6 +261,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
         raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
                            f"first: {expanded[0]}")
     read_weights_in_place(onnx_model)
+    gather_class_channel_first(onnx_model)
     drop_idle_layout_hints(onnx_model)
     bound_target_ranks(onnx_model)
     add_heatmaps(onnx_model, info)

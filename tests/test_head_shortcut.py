@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from onnxcam.session import open_session
+import onnxcam_export.exporter as exporter
 from onnxcam_export import export
 from onnxcam_export.inspect import channelwise_head
 from test_parity import feeds
@@ -60,6 +61,8 @@ def test_conv_head_gradients_match_autograd_without_a_backward_over_the_classes(
     # no convolution reads the classifier's weights backwards (input channels = classes)
     assert not [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose") and
                 weights.get(n.input[1], [0, 0])[1] == CLASSES]
+    # nor does the ReLU mask run over every class's map: the class channel is gathered first
+    assert not [n for n in graph.node if n.op_type == "Conv" and weights.get(n.input[1]) == [CLASSES, 1, 1, 1]]
     session, _ = open_session(path)
     x = np.random.default_rng(0).standard_normal((2, 3, 20, 20)).astype(np.float32)
     targets = np.array([[-1, 3], [-2, 7]])
@@ -68,3 +71,22 @@ def test_conv_head_gradients_match_autograd_without_a_backward_over_the_classes(
     for i in range(2):
         for j in range(2):
             assert cosine(got[i, j], expected[i, j]) >= 0.9999, (i, j)
+
+
+def test_class_channel_gathered_first_changes_no_gradient(tmp_path, monkeypatch):
+    """Gathering the class channel before the ReLU mask and pooling's backward gives the
+    gradients of the graph that gathers it after them, bit for bit."""
+    torch.manual_seed(0)
+    model = _ConvHead().eval()
+    first, after = tmp_path / "first.onnx", tmp_path / "after.onnx"
+    export(model, first, ["features.1"], input_size=(20, 20))
+    monkeypatch.setattr(exporter, "gather_class_channel_first", lambda graph: 0)
+    export(model, after, ["features.1"], input_size=(20, 20))
+    x = np.random.default_rng(1).standard_normal((3, 3, 20, 20)).astype(np.float32)
+    targets = np.array([[-1, 3], [-2, 7], [0, -3]])
+    results = []
+    for path in (first, after):
+        session, _ = open_session(path)
+        results.append(session.run(["gradients/features.1", "heatmaps/gradcam"], feeds(session, x, targets)))
+    for got, expected in zip(*results):
+        np.testing.assert_array_equal(got, expected)
