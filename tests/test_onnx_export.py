@@ -63,7 +63,8 @@ def tensor_of(path: Path, model, layer: str, size: int) -> str:
         model(x)
     hook.remove()
     want = reference["out"]
-    matches = [n for n, t in seen.items() if t.shape == want.shape and torch.allclose(t, want, rtol=1e-4, atol=1e-4)]
+    # float32 drift through resnet50's 16 blocks at 224 px: 1e-4 relative; other tensors: 0.2 or more
+    matches = [n for n, t in seen.items() if t.shape == want.shape and relative_error(t.numpy(), want.numpy()) <= 1e-3]
     assert matches, f"no tensor of {path.name} holds {layer}"
     return matches[-1]
 
@@ -126,11 +127,12 @@ LIGHT_MODELS = [
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_light_model_exports_and_explains(name, tmp_path):
-    """Each architecture-only model of the onnx package (opset 9, batch fixed at 1, softmax
-    output) passes the export check against its file and explains a photo."""
+    """Each architecture-only model of the onnx package (opset 9, batch fixed at 1, a softmax
+    output but densenet121's) passes the export check against its file and explains a photo."""
     path = LIGHT / f"light_{name}.onnx"
     info = export_onnx_file(path, tmp_path / "graph.onnx")
-    assert info.extra["onnx_softmax"] and info.layers
+    softmax = any(node.op_type == "Softmax" for node in onnx.load(str(path)).graph.node)
+    assert info.layers and info.extra["onnx_softmax"] == softmax and softmax == (name != "densenet121")
     result = Explainer(tmp_path / "graph.onnx").explain(skimage.data.chelsea(), method="gradcam", top_k=2)
     assert result.heatmaps[0].shape[1:] == skimage.data.chelsea().shape[:2]
     assert np.isfinite(result.raw_maps).all()
