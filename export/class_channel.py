@@ -11,14 +11,13 @@ stops at a tensor something else reads too (the forward's own maps), which are c
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Optional
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxcam_export.graph_edits import attribute, drop_unread
+from onnxcam_export.graph_edits import attribute, channel_scale, drop_unread, names_read, shapes
 
 _ELEMENTWISE = ("Mul", "Div", "Add", "Sub")
 _UNARY = ("Relu", "Clip")  # Clip's bounds are scalars, its other inputs
@@ -30,30 +29,15 @@ class _Sinker:
     def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
         self.producer = {out: node for node in graph.node for out in node.output}
-        self.readers = Counter(name for node in graph.node for name in node.input)
-        self.readers.update(out.name for out in graph.output)
+        self.readers = names_read(graph)
         self.constants = {init.name: init for init in graph.initializer}
-        self.dims = {value.name: [d.dim_value if d.HasField("dim_value") else None
-                                  for d in value.type.tensor_type.shape.dim]
-                     for value in [*graph.input, *graph.output, *graph.value_info] if value.type.tensor_type.HasField("shape")}
-        self.dims.update({name: list(init.dims) for name, init in self.constants.items()})
+        self.dims = shapes(graph)
         self.nodes: list[onnx.NodeProto] = []
 
     def _emit(self, op: str, inputs: list[str], hint: str, **attributes) -> str:
         output = f"class_channel_{len(self.nodes)}_{hint}"
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
-
-    def _uniform_scale(self, node: onnx.NodeProto) -> Optional[float]:
-        """The factor of a depthwise 1x1 convolution whose kernel holds one value, no bias."""
-        kernel = self.constants.get(node.input[1]) if len(node.input) == 2 else None
-        if node.op_type != "Conv" or kernel is None or list(kernel.dims[1:]) != [1, 1, 1]:
-            return None
-        if attribute(node, "group", 1) != kernel.dims[0] or any(attribute(node, "pads", [])) or any(
-                attribute(node, name, [1, 1]) not in ([], [1, 1]) for name in ("strides", "dilations")):
-            return None
-        values = numpy_helper.to_array(kernel)
-        return float(values.flat[0]) if np.all(values == values.flat[0]) else None
 
     def gathered(self, name: str, index: str, small_index: Optional[str]) -> Optional[str]:
         """A value equal to ``GatherElements(name, index, axis=1)``, or None if ``name``'s
@@ -82,7 +66,7 @@ class _Sinker:
             if any(s is None for s in sunk):
                 return None
             return self._emit(node.op_type, [*sunk, *node.input[len(operands):]], node.op_type.lower())
-        factor = self._uniform_scale(node)
+        factor = channel_scale(node, self.constants)
         if factor is None:
             return None
         source = self.gathered(node.input[0], index, small_index)

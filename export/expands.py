@@ -10,31 +10,12 @@ constant that grows along a fixed dimension is rejected.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import onnx
 
+from onnxcam_export.graph_edits import shapes as recorded_shapes
+
 _EXPANDING = ("Expand", "Tile")
-
-Dims = list  # per dimension an int (static) or None (dynamic or unknown)
-
-
-def _dims(value: onnx.ValueInfoProto) -> Optional[Dims]:
-    if not value.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-
-
-def _shapes(graph: onnx.GraphProto) -> dict[str, Dims]:
-    """Every value's dimensions that the graph records."""
-    shapes = {v.name: dims for v in [*graph.input, *graph.output, *graph.value_info]
-              if (dims := _dims(v)) is not None}
-    shapes.update({init.name: list(init.dims) for init in graph.initializer})
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            shapes[node.output[0]] = list(node.attribute[0].t.dims)
-    return shapes
-
 
 def constant_values(graph: onnx.GraphProto) -> set[str]:
     """Names of the values computed from initializers and constants alone."""
@@ -51,10 +32,10 @@ def expanded_constants(model: onnx.ModelProto) -> list[str]:
     fixed dimension, naming the node, the constant's shape and the result's."""
     constant = constant_values(model.graph)
     nodes = [n for n in model.graph.node if n.op_type in _EXPANDING and n.input[0] in constant]
-    shapes = _shapes(model.graph)
+    shapes = recorded_shapes(model.graph)
     if any(name not in shapes for n in nodes for name in (n.input[0], n.output[0])):
         try:  # shapes the exporter did not record
-            shapes = _shapes(onnx.shape_inference.infer_shapes(model).graph)
+            shapes = recorded_shapes(onnx.shape_inference.infer_shapes(model).graph)
         except Exception:  # noqa: BLE001 (a model over 2 GB, an op the inference lacks): judge what is known
             pass
     found = []

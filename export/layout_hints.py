@@ -13,28 +13,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from onnxcam_export.graph_edits import attribute, drop_unread
+from onnxcam_export.graph_edits import channel_scale, drop_unread
 
 # ops that only cut or reshape a tensor: what reads their output decides for the hint
 _PASS_THROUGH = ("Slice", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 # ops onnxruntime runs in the blocked layout when their input already is
 _BLOCKED = ("Conv", "ConvTranspose", "Add", "Sum", "Mul", "Relu", "Clip", "Concat", "MaxPool",
             "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Upsample", "Resize")
-
-
-def _is_identity_scale(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
-    """A Conv of a [C, 1, 1, 1] kernel of ones with ``group`` C and no bias or stride."""
-    if node.op_type != "Conv" or len(node.input) != 2 or node.input[1] not in constants:
-        return False
-    kernel = constants[node.input[1]]
-    unit = (all(attribute(node, name, []) in ([], [1, 1]) for name in ("strides", "dilations"))
-            and not any(attribute(node, "pads", [])))
-    return (list(kernel.dims[1:]) == [1, 1, 1] and attribute(node, "group", 1) == kernel.dims[0] and unit
-            and bool(np.all(numpy_helper.to_array(kernel) == 1)))
 
 
 def drop_idle_layout_hints(model: onnx.ModelProto) -> int:
@@ -56,7 +43,7 @@ def drop_idle_layout_hints(model: onnx.ModelProto) -> int:
         return False
 
     idle = {node.output[0]: node.input[0] for node in graph.node
-            if _is_identity_scale(node, constants) and not blocked_after(node.output[0])}
+            if channel_scale(node, constants) == 1.0 and not blocked_after(node.output[0])}
     outputs = {value.name for value in graph.output}
     idle = {out: source for out, source in idle.items() if out not in outputs}
     for node in graph.node:

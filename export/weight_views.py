@@ -18,14 +18,7 @@ from typing import Optional
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxcam_export.graph_edits import attribute, drop_unread
-
-
-def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
-    """The rank of every value whose shape the graph records."""
-    return {value.name: len(value.type.tensor_type.shape.dim)
-            for value in [*graph.input, *graph.output, *graph.value_info]
-            if value.type.tensor_type.HasField("shape")}
+from onnxcam_export.graph_edits import attribute, drop_unread, shapes
 
 
 def _is_matrix_transpose(node: onnx.NodeProto) -> bool:
@@ -79,7 +72,7 @@ def read_weights_in_place(model: onnx.ModelProto) -> int:
     rewritten = _bypass_reshapes(graph, constants)
     matrices = {name for name, init in constants.items() if len(init.dims) == 2}
     producer = {out: node for node in graph.node for out in node.output}
-    ranks = _ranks(graph)
+    recorded = shapes(graph)
     for index, node in enumerate(graph.node):
         if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
             continue
@@ -95,7 +88,7 @@ def read_weights_in_place(model: onnx.ModelProto) -> int:
             node.input[1] = weight
         elif flips % 2 == 0:
             node.input[1] = weight
-        elif ranks.get(node.input[0]) == 2:  # Gemm takes matrices only
+        elif len(recorded.get(node.input[0]) or []) == 2:  # Gemm takes matrices only
             graph.node[index].CopyFrom(helper.make_node("Gemm", [node.input[0], weight], list(node.output),
                                                         name=node.name, transB=1))
         else:
