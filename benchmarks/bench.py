@@ -125,6 +125,21 @@ def _top_classes(model, x):
         return model(x).argmax(1)
 
 
+def _explain_graph(job: Job) -> Runner:
+    """The explain-graph ``files["explain"]`` run alone, every output fetched: the top class of
+    each image as the target, an empty ``layer_input`` where the file has one."""
+    import onnxruntime as ort
+
+    from onnxcam.session import session_options
+
+    session = ort.InferenceSession(job.files["explain"], session_options(job.threads, job.spinning), providers=CPU)
+    x = _batch(job)
+    values = {"input": x, "targets": np.full((len(x), 1), -1, np.int64)}
+    feed = {spec.name: values[spec.name] if spec.name in values else np.zeros([0, *spec.shape[1:]], np.float32)
+            for spec in session.get_inputs()}
+    return lambda: session.run(None, feed)
+
+
 def _pytorch_grad_cam(name: str, job: Job) -> Runner:
     """pytorch-grad-cam as its README uses it: targets=None explains the top class. The
     target module ``layer4`` gives the same activations as the README's ``layer4[-1]``."""
@@ -174,6 +189,8 @@ CONTENDERS: dict[str, Callable[[Job], Runner]] = {
     "captum LayerGradCam": _captum_layer_gradcam,
     "captum GuidedGradCam": _captum_guided_gradcam,
 }
+# contenders that only ``interleave``'s callers time, not ``onnxcam bench``
+PROBES: dict[str, Callable[[Job], Runner]] = {"explain-graph": _explain_graph}
 
 
 def _peak_rss_mb() -> float:
@@ -221,6 +238,36 @@ def _child(job_json: str, result_path: str) -> int:
     warnings.simplefilter("ignore")
     result = _measure(Job(**json.loads(job_json)))
     Path(result_path).write_text(json.dumps(result))
+    return 0
+
+
+def _turns(job_json: str) -> int:
+    """Child of ``interleave``: set up and warm up one contender, say so, then for each count
+    read from stdin time that many runs and write their seconds; at the end, the peak RSS.
+    Replies go to the original stdout; anything the libraries print goes to stderr."""
+    warnings.simplefilter("ignore")
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(value) -> None:
+        replies.write(json.dumps(value) + "\n")
+        replies.flush()
+
+    job = Job(**json.loads(job_json))
+    start = time.perf_counter()
+    try:
+        run = {**CONTENDERS, **PROBES}[job.contender](job)
+    except Unavailable as why:
+        reply({"available": False, "reason": str(why)})
+        return 0
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(job.warmup):
+        run()
+    reply({"available": True, "setup_s": setup, "per_run_s": (time.perf_counter() - start) / max(job.warmup, 1)})
+    for line in sys.stdin:
+        reply([_timed(run) for _ in range(int(line))])
+    reply({"peak_rss_mb": _peak_rss_mb()})
     return 0
 
 
@@ -412,6 +459,89 @@ def run_child(job: Job, folder: Path) -> dict:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         return {"available": False, "reason": f"failed: {lines[-1]}", "error": True}
     return {**json.loads(result_path.read_text()), "other_cores": other_cores(start)}
+
+
+class _Turn:
+    """One ``interleave`` child: a fresh interpreter timing one contender on request."""
+
+    def __init__(self, job: Job, folder: Path):
+        self.errors = open(folder / f"turn-{len(list(folder.glob('turn-*')))}.err", "w+")
+        self.process = subprocess.Popen([sys.executable, __file__, "--turns", json.dumps(asdict(job))],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+                                        env=_env(job.spinning), text=True)
+        self.times, self.turns = [], 0
+
+    def read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.errors.seek(0)
+            lines = self.errors.read().strip().splitlines() or [f"exit status {self.process.returncode}"]
+            raise OnnxcamError(f"failed: {lines[-1]}")
+        return json.loads(line)
+
+    def ask(self, count: int) -> None:
+        self.process.stdin.write(f"{count}\n")
+        self.process.stdin.flush()
+        self.times += self.read()
+        self.turns += 1
+
+    def finish(self) -> dict:
+        self.process.stdin.close()
+        peak = self.read()["peak_rss_mb"]
+        return {"available": True, "median_ms": 1e3 * statistics.median(self.times),
+                "min_ms": 1e3 * min(self.times), "repeats": len(self.times), "turns": self.turns,
+                "peak_rss_mb": peak}
+
+    def close(self) -> None:
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.errors.close()
+
+
+def interleave(jobs: dict[str, Job], folder: Path, turn_s: float = 0.25) -> dict[str, dict]:
+    """Time contenders side by side, each in its own fresh interpreter: all are set up and
+    warmed up, then they take turns at about ``turn_s`` seconds of runs each until every one
+    has its ``repeats`` runs (fewer, at least MIN_REPEATS, where they would take over its
+    ``budget`` seconds), so that a noisy spell on a shared machine falls on all of them.
+    Returns each contender's result; one that fails is unavailable with the reason, and the
+    others go on."""
+    turns = {label: _Turn(job, folder) for label, job in jobs.items()}
+    results: dict[str, dict] = {}
+    plan: dict[str, tuple[int, int]] = {}  # label: (runs in all, runs per turn)
+    try:
+        for label, turn in turns.items():
+            try:
+                ready = turn.read()
+            except OnnxcamError as error:
+                results[label] = {"available": False, "reason": str(error), "error": True}
+                continue
+            if not ready["available"]:
+                results[label] = ready
+                continue
+            job, per_run = jobs[label], max(ready["per_run_s"], 1e-9)
+            total = min(job.repeats, max(MIN_REPEATS, int(job.budget / per_run)))
+            plan[label] = (total, max(1, min(total, round(turn_s / per_run))))
+        while plan:
+            for label, (total, burst) in list(plan.items()):
+                turn = turns[label]
+                try:
+                    turn.ask(min(burst, total - len(turn.times)))
+                    if len(turn.times) >= total:
+                        results[label] = turn.finish()
+                        del plan[label]
+                except OnnxcamError as error:
+                    results[label] = {"available": False, "reason": str(error), "error": True}
+                    del plan[label]
+    finally:
+        for turn in turns.values():
+            turn.close()
+    return {label: results[label] for label in jobs}
 
 
 def _describe(result: dict) -> str:
@@ -684,6 +814,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         return _child(*argv[1:])
+    if argv[:1] == ["--turns"]:
+        return _turns(*argv[1:])
     if argv[:1] == ["--families"]:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from benchmarks.families import main as families

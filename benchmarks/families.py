@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.bench import PLAIN, Job, _command, _env, _export_plain, machine_info, run_child
+from benchmarks.bench import PLAIN, Job, _command, _env, _export_plain, interleave, machine_info
 from onnxcam.errors import OnnxcamError, first_line
 
 GRADCAM = "onnxcam gradcam"
@@ -142,9 +142,10 @@ def _combine(runs: list[dict]) -> dict:
 
 
 def _time(config: dict, name: str, files: dict[str, str], folder: Path) -> dict[str, dict[str, dict]]:
-    """results[contender][batch]: plain, Grad-CAM and (head families) the head. Batch-major,
-    and within a batch the contenders alternate round by round (each round a fresh process
-    per contender), so that a noisy spell on a shared machine falls on every contender."""
+    """results[contender][batch]: plain, Grad-CAM and (head families) the head. Batch-major;
+    each round starts a fresh process per contender and the contenders take turns at short
+    bursts of runs (``bench.interleave``), so that a noisy spell on a shared machine falls on
+    every contender."""
     contenders = {PLAIN: (PLAIN, files), GRADCAM: (GRADCAM, files)}
     if "head" in files:
         contenders[HEAD] = (PLAIN, {"plain": files["head"], "input": files["head_input"]})
@@ -152,10 +153,11 @@ def _time(config: dict, name: str, files: dict[str, str], folder: Path) -> dict[
     for batch in config["batches"]:
         runs: dict[str, list[dict]] = {label: [] for label in contenders}
         for _ in range(config["rounds"]):
-            for label, (contender, contender_files) in contenders.items():
-                job = Job(contender=contender, batch=batch, model=name, layer="", files=contender_files,
-                          **{key: config[key] for key in ("threads", "repeats", "warmup", "budget", "spinning")})
-                runs[label].append(run_child(job, folder))
+            jobs = {label: Job(contender=contender, batch=batch, model=name, layer="", files=contender_files,
+                               **{key: config[key] for key in ("threads", "repeats", "warmup", "budget", "spinning")})
+                    for label, (contender, contender_files) in contenders.items()}
+            for label, result in interleave(jobs, folder).items():
+                runs[label].append(result)
         for label, rounds in runs.items():
             result = results[label][str(batch)] = _combine(rounds)
             shown = (f"{result['median_ms']:.2f} ms (rounds {', '.join(f'{m:.2f}' for m in result['rounds_ms'])}), "
@@ -252,9 +254,10 @@ def summary(report: dict) -> list[str]:
                      "with its check against torch, random weights)")
     lines += [f"- {config['threads']} intra-op threads, waiting threads "
               + ("spin" if config["spinning"] else "sleep") + f"; each contender and batch size in "
-              f"{config['rounds']} fresh process(es), the contenders alternating; the median of "
-              f"their medians of up to {config['repeats']} runs after {config['warmup']} warm-up runs "
-              f"(at least 3 where they would take over {config['budget']:g} s)",
+              f"{config['rounds']} fresh process(es), the contenders' processes taking turns at "
+              f"bursts of about 0.25 s; the median of their medians of up to {config['repeats']} "
+              f"runs after {config['warmup']} warm-up runs (at least 3 where they would take over "
+              f"{config['budget']:g} s)",
               f"- machine: {machine['cpu']}, {machine['cores']} cores; "
               + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
               f"- command: `{report['command']}`"]

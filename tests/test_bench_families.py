@@ -81,3 +81,34 @@ def test_families_end_to_end_on_one_model(tmp_path):
                    for r in entry["results"][contender].values())
     assert sum(line.startswith("| squeezenet1_1 | 224 |") for line in done.stdout.splitlines()) == 2
     assert "- slowest export: squeezenet1_1" in done.stdout
+
+
+def test_contenders_take_turns_in_their_own_processes_and_a_failure_is_reported(tmp_path):
+    """``interleave`` on a tiny graph: every contender gets its runs in turns of one run (the
+    turn shorter than a run), from its own process; one whose file is missing fails alone."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from benchmarks.bench import Job, interleave
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+              tmp_path / "plain.onnx")
+    np.save(tmp_path / "input.npy", np.ones((2, 4), np.float32))
+    files = {"plain": str(tmp_path / "plain.onnx"), "input": str(tmp_path / "input.npy")}
+
+    def job(**changes) -> Job:
+        return Job(**{"contender": PLAIN, "batch": 2, "threads": 1, "repeats": 5, "warmup": 1,
+                      "budget": 10.0, "model": "relu", "layer": "", "spinning": False, "files": files,
+                      **changes})
+
+    results = interleave({"a": job(), "b": job(repeats=3),
+                          "missing": job(files={**files, "plain": str(tmp_path / "none.onnx")})},
+                         tmp_path, turn_s=0.0)
+    assert results["a"]["repeats"] == results["a"]["turns"] == 5
+    assert results["b"]["repeats"] == results["b"]["turns"] == 3
+    assert all(results[k]["available"] and results[k]["peak_rss_mb"] > 0 for k in "ab")
+    assert not results["missing"]["available"] and "none.onnx" in results["missing"]["reason"]
