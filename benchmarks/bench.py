@@ -242,9 +242,9 @@ def _child(job_json: str, result_path: str) -> int:
 
 
 def _turns(job_json: str) -> int:
-    """Child of ``interleave``: set up and warm up one contender, say so, then for each count
-    read from stdin time that many runs and write their seconds; at the end, the peak RSS.
-    Replies go to the original stdout; anything the libraries print goes to stderr."""
+    """Child of ``interleave``: set up one contender and say so, then for each count read from
+    stdin time that many runs and write their seconds; at the end, the peak RSS. Replies go to
+    the original stdout; anything the libraries print goes to stderr."""
     warnings.simplefilter("ignore")
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -260,13 +260,13 @@ def _turns(job_json: str) -> int:
     except Unavailable as why:
         reply({"available": False, "reason": str(why)})
         return 0
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(job.warmup):
-        run()
-    reply({"available": True, "setup_s": setup, "per_run_s": (time.perf_counter() - start) / max(job.warmup, 1)})
+    reply({"available": True, "setup_s": time.perf_counter() - start})
     for line in sys.stdin:
-        reply([_timed(run) for _ in range(int(line))])
+        try:
+            reply([_timed(run) for _ in range(int(line))])
+        except Exception as error:  # whatever the contender's library raises
+            reply({"error": f"{type(error).__name__}: {first_line(error)}"})
+            return 1
     reply({"peak_rss_mb": _peak_rss_mb()})
     return 0
 
@@ -471,19 +471,35 @@ class _Turn:
                                         env=_env(job.spinning), text=True)
         self.times, self.turns = [], 0
 
-    def read(self):
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.errors.seek(0)
-            lines = self.errors.read().strip().splitlines() or [f"exit status {self.process.returncode}"]
-            raise OnnxcamError(f"failed: {lines[-1]}")
-        return json.loads(line)
+    def _failed(self) -> OnnxcamError:
+        """The child's end, in the last line it wrote to stderr."""
+        self.process.kill()
+        self.process.wait()
+        self.errors.seek(0)
+        lines = self.errors.read().strip().splitlines() or [f"exit status {self.process.returncode}"]
+        return OnnxcamError(f"failed: {lines[-1]}")
 
-    def ask(self, count: int) -> None:
-        self.process.stdin.write(f"{count}\n")
-        self.process.stdin.flush()
-        self.times += self.read()
+    def read(self):
+        try:
+            value = json.loads(self.process.stdout.readline())
+        except ValueError:  # an empty line (the child ended) or not one of its replies
+            raise self._failed() from None
+        if isinstance(value, dict) and "error" in value:
+            self.process.wait()
+            raise OnnxcamError(f"failed: {value['error']}")
+        return value
+
+    def timed(self, count: int) -> list[float]:
+        """Seconds of each of ``count`` runs."""
+        try:
+            self.process.stdin.write(f"{count}\n")
+            self.process.stdin.flush()
+        except OSError:  # the child ended
+            raise self._failed() from None
+        return self.read()
+
+    def take_turn(self, count: int) -> None:
+        self.times += self.timed(count)
         self.turns += 1
 
     def finish(self) -> dict:
@@ -494,50 +510,55 @@ class _Turn:
                 "peak_rss_mb": peak}
 
     def close(self) -> None:
-        if not self.process.stdin.closed:
-            self.process.stdin.close()
         try:
+            if not self.process.stdin.closed:
+                self.process.stdin.close()
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
         self.errors.close()
 
 
 def interleave(jobs: dict[str, Job], folder: Path, turn_s: float = 0.25) -> dict[str, dict]:
-    """Time contenders side by side, each in its own fresh interpreter: all are set up and
-    warmed up, then they take turns at about ``turn_s`` seconds of runs each until every one
-    has its ``repeats`` runs (fewer, at least MIN_REPEATS, where they would take over its
-    ``budget`` seconds), so that a noisy spell on a shared machine falls on all of them.
-    Returns each contender's result; one that fails is unavailable with the reason, and the
-    others go on."""
+    """Time contenders side by side, each in its own fresh interpreter: all are set up, each
+    warms up in turn (so its time per run, which sizes its turns, is its own), then they take
+    turns at about ``turn_s`` seconds of runs each until every one has its ``repeats`` runs
+    (fewer, at least MIN_REPEATS, where they would take over its ``budget`` seconds), so that a
+    noisy spell on a shared machine falls on all of them. Returns each contender's result; one
+    that fails is unavailable with the reason, and the others go on."""
     turns = {label: _Turn(job, folder) for label, job in jobs.items()}
     results: dict[str, dict] = {}
     plan: dict[str, tuple[int, int]] = {}  # label: (runs in all, runs per turn)
+
+    def failed(label: str, error: OnnxcamError) -> None:
+        results[label] = {"available": False, "reason": str(error), "error": True}
+        plan.pop(label, None)
+
     try:
         for label, turn in turns.items():
             try:
                 ready = turn.read()
+                if not ready["available"]:
+                    results[label] = ready
+                    continue
+                per_run = max(statistics.mean(turn.timed(max(jobs[label].warmup, 1))), 1e-9)
             except OnnxcamError as error:
-                results[label] = {"available": False, "reason": str(error), "error": True}
+                failed(label, error)
                 continue
-            if not ready["available"]:
-                results[label] = ready
-                continue
-            job, per_run = jobs[label], max(ready["per_run_s"], 1e-9)
+            job = jobs[label]
             total = min(job.repeats, max(MIN_REPEATS, int(job.budget / per_run)))
             plan[label] = (total, max(1, min(total, round(turn_s / per_run))))
         while plan:
             for label, (total, burst) in list(plan.items()):
                 turn = turns[label]
                 try:
-                    turn.ask(min(burst, total - len(turn.times)))
+                    turn.take_turn(min(burst, total - len(turn.times)))
                     if len(turn.times) >= total:
                         results[label] = turn.finish()
                         del plan[label]
                 except OnnxcamError as error:
-                    results[label] = {"available": False, "reason": str(error), "error": True}
-                    del plan[label]
+                    failed(label, error)
     finally:
         for turn in turns.values():
             turn.close()

@@ -21,6 +21,8 @@ from onnx import helper, numpy_helper
 
 from onnxcam_export.graph_edits import Dims, attribute, drop_unread, names_read, shapes
 
+_SMALL = 1 << 16  # elements of the largest initializer read as a value
+
 
 class _Graph:
     """The lookups the two rewrites share, and the nodes they add."""
@@ -28,7 +30,8 @@ class _Graph:
     def __init__(self, model: onnx.ModelProto):
         self.graph = model.graph
         self.opset = next(e.version for e in model.opset_import if e.domain in ("", "ai.onnx"))
-        self.values = {init.name: numpy_helper.to_array(init) for init in self.graph.initializer}
+        self.values = {init.name: numpy_helper.to_array(init) for init in self.graph.initializer
+                       if int(np.prod(init.dims)) <= _SMALL}  # shapes, axes and ones, not weights
         for node in self.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
@@ -102,6 +105,9 @@ def _sink(g: _Graph, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodePr
             if out is None or _trailing(out, count) is None or _trailing(out, count) != _trailing(dims, count):
                 break
             target, pieces = g.values.get(user.input[1]), g.producer.get(user.input[1])
+            allowzero = attribute(user, "allowzero", 0)
+            if not allowzero and (target is None or 0 in target.tolist()[:-count]):
+                break  # a 0 copies an input size, which the factor may not share
             if target is not None:
                 shape = g.constant(np.array([*target.tolist()[:-count], *small], np.int64))
             elif (pieces is not None and pieces.op_type == "Concat" and len(pieces.input) >= count
@@ -116,7 +122,7 @@ def _sink(g: _Graph, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodePr
                 new.append(lead)
                 new.append(g.node("Concat", [lead.output[0], tail], axis=0))
                 shape = new[-1].output[0]
-            new.append(g.node("Reshape", [source, shape], allowzero=attribute(user, "allowzero", 0)))
+            new.append(g.node("Reshape", [source, shape], **({"allowzero": allowzero} if g.opset >= 14 else {})))
             dims = out
         else:
             break
@@ -177,5 +183,5 @@ def sink_ones_products(model: onnx.ModelProto) -> int:
     produced = {out for node in g.graph.node for out in node.output}
     for value in [v for v in g.graph.value_info if v.name not in produced]:
         g.graph.value_info.remove(value)
-    drop_unread(g.graph, ())
+    drop_unread(g.graph, ("Mul", "Slice", "Reshape", "Concat", "Shape", "Constant"))
     return rewritten

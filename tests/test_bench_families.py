@@ -85,7 +85,8 @@ def test_families_end_to_end_on_one_model(tmp_path):
 
 def test_contenders_take_turns_in_their_own_processes_and_a_failure_is_reported(tmp_path):
     """``interleave`` on a tiny graph: every contender gets its runs in turns of one run (the
-    turn shorter than a run), from its own process; one whose file is missing fails alone."""
+    turn shorter than a run), from its own process; one whose file is missing, or whose runs
+    fail, fails alone."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
@@ -105,10 +106,14 @@ def test_contenders_take_turns_in_their_own_processes_and_a_failure_is_reported(
                       "budget": 10.0, "model": "relu", "layer": "", "spinning": False, "files": files,
                       **changes})
 
+    np.save(tmp_path / "wide.npy", np.ones((2, 5), np.float32))
     results = interleave({"a": job(), "b": job(repeats=3),
-                          "missing": job(files={**files, "plain": str(tmp_path / "none.onnx")})},
+                          "missing": job(files={**files, "plain": str(tmp_path / "none.onnx")}),
+                          "bad input": job(files={**files, "input": str(tmp_path / "wide.npy")})},
                          tmp_path, turn_s=0.0)
     assert results["a"]["repeats"] == results["a"]["turns"] == 5
     assert results["b"]["repeats"] == results["b"]["turns"] == 3
     assert all(results[k]["available"] and results[k]["peak_rss_mb"] > 0 for k in "ab")
     assert not results["missing"]["available"] and "none.onnx" in results["missing"]["reason"]
+    # set up, then dead at its first run: its own stderr names why
+    assert not results["bad input"]["available"] and "dimensions" in results["bad input"]["reason"]

@@ -31,7 +31,7 @@ def _graph(shape_from_pieces: bool = True) -> onnx.ModelProto:
         *target,
         helper.make_node("Mul", ["g", "ones"], ["spread"]),
         helper.make_node("Slice", ["spread", "zero", "rows", "zero"], ["kept"]),
-        helper.make_node("Reshape", ["kept", "target"], ["gradients"]),
+        helper.make_node("Reshape", ["kept", "target"], ["gradients"], allowzero=1),
         helper.make_node("ReduceMean", ["gradients", "spatial"], ["weights"], keepdims=0),
     ]
     constants = {"ones": np.ones((7, 7), np.float32), "zero": np.array([0], np.int64),
