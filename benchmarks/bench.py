@@ -220,18 +220,27 @@ def _timings(run: Runner, job: Job) -> list[float]:
     return times
 
 
-def _measure(job: Job) -> dict:
-    """Set up and time one contender; the result the parent reads back."""
+def _set_up(job: Job) -> tuple[Optional[Runner], dict]:
+    """The contender's runner (None where it cannot run here) and what its setup reports."""
     start = time.perf_counter()
     try:
-        run = CONTENDERS[job.contender](job)
+        run = {**CONTENDERS, **PROBES}[job.contender](job)
     except Unavailable as why:
-        return {"available": False, "reason": str(why)}
-    setup = time.perf_counter() - start
-    times = _timings(run, job)
-    return {"available": True, "median_ms": 1e3 * statistics.median(times),
-            "min_ms": 1e3 * min(times), "repeats": len(times), "setup_s": setup,
-            "peak_rss_mb": _peak_rss_mb()}
+        return None, {"available": False, "reason": str(why)}
+    return run, {"available": True, "setup_s": time.perf_counter() - start}
+
+
+def _summary(times: list[float]) -> dict:
+    """Median and fastest run in milliseconds, and how many runs."""
+    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "repeats": len(times)}
+
+
+def _measure(job: Job) -> dict:
+    """Set up and time one contender; the result the parent reads back."""
+    run, report = _set_up(job)
+    if run is None:
+        return report
+    return {**report, **_summary(_timings(run, job)), "peak_rss_mb": _peak_rss_mb()}
 
 
 def _child(job_json: str, result_path: str) -> int:
@@ -253,14 +262,10 @@ def _turns(job_json: str) -> int:
         replies.write(json.dumps(value) + "\n")
         replies.flush()
 
-    job = Job(**json.loads(job_json))
-    start = time.perf_counter()
-    try:
-        run = {**CONTENDERS, **PROBES}[job.contender](job)
-    except Unavailable as why:
-        reply({"available": False, "reason": str(why)})
+    run, report = _set_up(Job(**json.loads(job_json)))
+    reply(report)
+    if run is None:
         return 0
-    reply({"available": True, "setup_s": time.perf_counter() - start})
     for line in sys.stdin:
         try:
             reply([_timed(run) for _ in range(int(line))])
@@ -448,6 +453,12 @@ def other_cores(since: Optional[CpuSample]) -> Optional[float]:
     return max(0.0, machine - ours) / wall if wall > 0 else None
 
 
+def last_line(stderr: str, returncode: int) -> str:
+    """Why a child process failed: the last line it wrote to stderr, else its exit status."""
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
 def run_child(job: Job, folder: Path) -> dict:
     """Time one contender at one batch size in a fresh interpreter."""
     result_path = folder / "result.json"
@@ -456,8 +467,7 @@ def run_child(job: Job, folder: Path) -> dict:
     start = cpu_sample()
     done = subprocess.run(command, env=_env(job.spinning), capture_output=True, text=True)
     if done.returncode != 0 or not result_path.is_file():
-        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        return {"available": False, "reason": f"failed: {lines[-1]}", "error": True}
+        return {"available": False, "reason": f"failed: {last_line(done.stderr, done.returncode)}", "error": True}
     return {**json.loads(result_path.read_text()), "other_cores": other_cores(start)}
 
 
@@ -476,8 +486,7 @@ class _Turn:
         self.process.kill()
         self.process.wait()
         self.errors.seek(0)
-        lines = self.errors.read().strip().splitlines() or [f"exit status {self.process.returncode}"]
-        return OnnxcamError(f"failed: {lines[-1]}")
+        return OnnxcamError(f"failed: {last_line(self.errors.read(), self.process.returncode)}")
 
     def read(self):
         try:
@@ -505,9 +514,7 @@ class _Turn:
     def finish(self) -> dict:
         self.process.stdin.close()
         peak = self.read()["peak_rss_mb"]
-        return {"available": True, "median_ms": 1e3 * statistics.median(self.times),
-                "min_ms": 1e3 * min(self.times), "repeats": len(self.times), "turns": self.turns,
-                "peak_rss_mb": peak}
+        return {"available": True, **_summary(self.times), "turns": self.turns, "peak_rss_mb": peak}
 
     def close(self) -> None:
         try:

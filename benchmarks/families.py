@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.bench import PLAIN, Job, _command, _env, _export_plain, interleave, machine_info
+from benchmarks.bench import PLAIN, Job, _command, _env, _export_plain, interleave, last_line, machine_info
 from onnxcam.errors import OnnxcamError, first_line
 
 GRADCAM = "onnxcam gradcam"
@@ -124,8 +124,7 @@ def _run_export(name: str, folder: Path, batch: int, spinning: bool) -> dict:
                "--export-child", name, str(folder), str(batch), str(result)]
     done = subprocess.run(command, env=_env(spinning), capture_output=True, text=True)
     if done.returncode != 0 or not result.is_file():
-        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise OnnxcamError(f"{name}: export failed: {lines[-1]}")
+        raise OnnxcamError(f"{name}: export failed: {last_line(done.stderr, done.returncode)}")
     return json.loads(result.read_text())
 
 

@@ -17,6 +17,7 @@ from onnxcam_export.graph_edits import shapes as recorded_shapes
 
 _EXPANDING = ("Expand", "Tile")
 
+
 def constant_values(graph: onnx.GraphProto) -> set[str]:
     """Names of the values computed from initializers and constants alone."""
     constant = {init.name for init in graph.initializer}
