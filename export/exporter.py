@@ -30,6 +30,7 @@ from onnxcam_export.expands import expanded_constants
 from onnxcam_export.heatmaps import add_heatmaps
 from onnxcam_export.layout_hints import drop_idle_layout_hints
 from onnxcam_export.ones_products import sink_ones_products
+from onnxcam_export.pooled_repeats import pool_before_repeats
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.ranks import bound_target_ranks
@@ -265,6 +266,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     gather_class_channel_first(onnx_model)
     drop_idle_layout_hints(onnx_model)
     sink_ones_products(onnx_model)
+    pool_before_repeats(onnx_model)
     bound_target_ranks(onnx_model)
     add_heatmaps(onnx_model, info)
     return onnx_model

@@ -17,43 +17,16 @@ from typing import Optional
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
-from onnxcam_export.graph_edits import Dims, attribute, drop_unread, names_read, shapes
+from onnxcam_export.graph_edits import Dims, Rewriter, attribute, drop_unread
 
-_SMALL = 1 << 16  # elements of the largest initializer read as a value
-
-
-class _Graph:
-    """The lookups the two rewrites share, and the nodes they add."""
+class _Products(Rewriter):
+    """The graph's lookups, and its initializers of ones."""
 
     def __init__(self, model: onnx.ModelProto):
-        self.graph = model.graph
-        self.opset = next(e.version for e in model.opset_import if e.domain in ("", "ai.onnx"))
-        self.values = {init.name: numpy_helper.to_array(init) for init in self.graph.initializer
-                       if int(np.prod(init.dims)) <= _SMALL}  # shapes, axes and ones, not weights
-        for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        super().__init__(model, "ones_product")
         self.ones = {name for name, value in self.values.items()
                      if value.dtype.kind == "f" and value.size > 1 and np.all(value == 1)}
-        self.producer = {out: node for node in self.graph.node for out in node.output}
-        self.readers = names_read(self.graph)
-        self.outputs = {value.name for value in self.graph.output}
-        self.dims = shapes(self.graph)
-        self.count = 0
-
-    def node(self, op: str, inputs: list[str], output: Optional[str] = None, **attributes) -> onnx.NodeProto:
-        if output is None:
-            output = f"ones_product_{self.count}_{op.lower()}"
-            self.count += 1
-        return helper.make_node(op, inputs, [output], name=output, **attributes)
-
-    def constant(self, value: np.ndarray) -> str:
-        name = f"ones_product_{self.count}_constant"
-        self.count += 1
-        self.graph.initializer.append(numpy_helper.from_array(value, name))
-        return name
 
     def factor(self, node: onnx.NodeProto) -> Optional[tuple[str, str]]:
         """(the computed factor, the ones) of a product with an initializer of ones."""
@@ -62,27 +35,13 @@ class _Graph:
         a, b = node.input
         return (a, b) if b in self.ones else (b, a) if a in self.ones else None
 
-    def only_reader(self, name: str) -> Optional[onnx.NodeProto]:
-        if name in self.outputs or self.readers[name] != 1:
-            return None
-        return next((node for node in self.graph.node if name in node.input), None)
-
-    def axes(self, node: onnx.NodeProto, position: int, rank: int) -> Optional[list[int]]:
-        """A node's axes, from its input at ``position`` or its attribute, made non-negative."""
-        if len(node.input) > position and node.input[position]:
-            value = self.values.get(node.input[position])
-            axes = None if value is None else value.tolist()
-        else:
-            axes = attribute(node, "axes")
-        return None if axes is None else [axis % rank for axis in axes]
-
 
 def _trailing(dims: Dims, count: int) -> Optional[list[int]]:
     tail = dims[len(dims) - count:]
     return tail if len(tail) == count and all(isinstance(d, int) for d in tail) else None
 
 
-def _sink(g: _Graph, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodeProto], list[onnx.NodeProto]]]:
+def _sink(g: _Products, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodeProto], list[onnx.NodeProto]]]:
     """(the slices and reshapes after ``product``, the nodes that replace it and them), or None."""
     factor, ones = g.factor(product)
     count = len(g.values[ones].shape)
@@ -104,24 +63,11 @@ def _sink(g: _Graph, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodePr
             out = g.dims.get(user.output[0])
             if out is None or _trailing(out, count) is None or _trailing(out, count) != _trailing(dims, count):
                 break
-            target, pieces = g.values.get(user.input[1]), g.producer.get(user.input[1])
+            target = g.values.get(user.input[1])
             allowzero = attribute(user, "allowzero", 0)
             if not allowzero and (target is None or 0 in target.tolist()[:-count]):
                 break  # a 0 copies an input size, which the factor may not share
-            if target is not None:
-                shape = g.constant(np.array([*target.tolist()[:-count], *small], np.int64))
-            elif (pieces is not None and pieces.op_type == "Concat" and len(pieces.input) >= count
-                  and all(g.dims.get(piece) == [1] for piece in pieces.input[-count:])):
-                tail = g.constant(np.array(small, np.int64))  # the shape's own pieces, its tail replaced
-                new.append(g.node("Concat", [*pieces.input[:-count], tail], axis=0))
-                shape = new[-1].output[0]
-            else:
-                lead = g.node("Slice", [user.input[1], g.constant(np.array([0], np.int64)),
-                                        g.constant(np.array([-count], np.int64))])
-                tail = g.constant(np.array(small, np.int64))
-                new.append(lead)
-                new.append(g.node("Concat", [lead.output[0], tail], axis=0))
-                shape = new[-1].output[0]
+            shape = g.with_tail(user.input[1], small, new)
             new.append(g.node("Reshape", [source, shape], **({"allowzero": allowzero} if g.opset >= 14 else {})))
             dims = out
         else:
@@ -135,7 +81,7 @@ def _sink(g: _Graph, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodePr
     return chain, [*new, g.node("Mul", [source, ones], current)]
 
 
-def _mean(g: _Graph, node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
+def _mean(g: _Products, node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
     """``node`` (a ReduceMean) read from the factor of the product it averages, or None."""
     product = g.producer.get(node.input[0])
     found = None if product is None else g.factor(product)
@@ -160,7 +106,7 @@ def _mean(g: _Graph, node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
 def sink_ones_products(model: onnx.ModelProto) -> int:
     """Rewrite, in place, the products with ones followed by slices and reshapes, and the
     means of products with ones over their broadcast axes; return how many were rewritten."""
-    g = _Graph(model)
+    g = _Products(model)
     rewritten = 0
     for product in [node for node in g.graph.node if g.factor(node) is not None]:
         sunk = _sink(g, product)
@@ -180,8 +126,6 @@ def sink_ones_products(model: onnx.ModelProto) -> int:
             g.graph.node.remove(node)
             g.graph.node.insert(index, mean)
             rewritten += 1
-    produced = {out for node in g.graph.node for out in node.output}
-    for value in [v for v in g.graph.value_info if v.name not in produced]:
-        g.graph.value_info.remove(value)
+    g.drop_stale_shapes()
     drop_unread(g.graph, ("Mul", "Slice", "Reshape", "Concat", "Shape", "Constant"))
     return rewritten

@@ -1,6 +1,7 @@
 """The high-level API: run an explain-graph on images and turn its outputs into heatmaps."""
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from dataclasses import dataclass
@@ -103,25 +104,33 @@ def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.
     if targets is None:
         if not 1 <= top_k <= num_classes:
             raise OnnxcamError(f"top_k: must be between 1 and {num_classes}, got {top_k}")
-        return np.repeat(-np.arange(1, top_k + 1, dtype=np.int64)[None], n, axis=0)  # ranks within range
-    else:
-        try:
-            array = np.asarray(targets)
-        except ValueError:  # ragged nested lists
-            array = np.asarray([], dtype=object)
-        if array.size == 0 or not np.issubdtype(array.dtype, np.integer) or array.ndim > 2:
-            raise OnnxcamError("targets: expected a class index, a list of them, or an [N, K] "
-                               f"integer array (got {array.dtype} values of shape {array.shape})")
-        if array.ndim < 2:
-            array = np.broadcast_to(array.reshape(1, -1), (n, array.size))
-        elif array.shape[0] != n:
-            raise OnnxcamError(f"targets: has {array.shape[0]} rows for {n} images")
-        matrix = array.astype(np.int64)
+        return _ranks(n, top_k)
+    try:
+        array = np.asarray(targets)
+    except ValueError:  # ragged nested lists
+        array = np.asarray([], dtype=object)
+    if array.size == 0 or not np.issubdtype(array.dtype, np.integer) or array.ndim > 2:
+        raise OnnxcamError("targets: expected a class index, a list of them, or an [N, K] "
+                           f"integer array (got {array.dtype} values of shape {array.shape})")
+    if array.ndim < 2:
+        array = np.broadcast_to(array.reshape(1, -1), (n, array.size))
+    elif array.shape[0] != n:
+        raise OnnxcamError(f"targets: has {array.shape[0]} rows for {n} images")
+    matrix = array.astype(np.int64)
     bad = matrix[(matrix >= num_classes) | (matrix < -num_classes)]
     if bad.size:
         raise OnnxcamError(f"targets: class {int(bad[0])} out of range for a model with "
                            f"{num_classes} classes")
     return np.ascontiguousarray(matrix)
+
+
+@functools.lru_cache(maxsize=64)
+def _ranks(n: int, top_k: int) -> np.ndarray:
+    """The read-only [n, top_k] targets -1 .. -top_k (within range for any model): made once per
+    shape, as every call of a small model's explain costs beside its run."""
+    matrix = np.repeat(-np.arange(1, top_k + 1, dtype=np.int64)[None], n, axis=0)
+    matrix.setflags(write=False)
+    return matrix
 
 
 class Explainer:
@@ -137,8 +146,14 @@ class Explainer:
         self.path = Path(path)
         self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
-        self.runner = GraphRunner(self.session, self.info, self.path)
-        self._by_name: dict[str, Method] = {}  # registry methods asked for without options, checked once
+        self._use(GraphRunner(self.session, self.info, self.path))
+
+    def _use(self, runner: GraphRunner) -> None:
+        """Run through ``runner``; what each call would otherwise work out again is kept."""
+        self.runner = runner
+        self._by_name: dict[str, Method] = {}  # methods asked for by name without options, checked once
+        self._fetches: dict[tuple[Method, ...], list[str]] = {}  # what a run for these methods fetches
+        self._identity = identity_geometry(self.info)  # of every preprocessed (normalized) input
 
     @property
     def labels(self) -> Optional[list[str]]:
@@ -156,12 +171,14 @@ class Explainer:
         if not isinstance(method, str):
             return self._checked(method)
         name = method.strip().lower()
-        if name in self.info.maps:
-            return InGraphMap(name, final=heatmap_name(name) in self.runner.outputs)
+        if name in self._by_name:
+            return self._by_name[name]
+        if name in self.info.maps:  # needs no options: kept
+            self._by_name[name] = InGraphMap(name, final=heatmap_name(name) in self.runner.outputs)
+            return self._by_name[name]
         if any(value is not None for value in options.values()):  # not kept: one per option value
             return self._checked(get_method(name, **options))
-        if name not in self._by_name:
-            self._by_name[name] = self._checked(get_method(name))
+        self._by_name[name] = self._checked(get_method(name))
         return self._by_name[name]
 
     def _checked(self, method: Method) -> Method:
@@ -212,8 +229,9 @@ class Explainer:
                 normalized, zero = heatmaps(raw, self.info.input_size)
             else:
                 normalized, zero = explanation.heatmaps, explanation.zero_maps
-            heat = [maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
-                    for maps, geometry in zip(normalized, geometries)]
+            heat = list(normalized) if all(g is self._identity for g in geometries) else [
+                maps if geometry.identity else np.clip(np.stack([geometry.to_original(m) for m in maps]), 0.0, 1.0)
+                for maps, geometry in zip(normalized, geometries)]
             parts.append(_Part(raw, heat, zero, explanation.attributions))
         return parts
 
@@ -255,7 +273,7 @@ class Explainer:
             stop = min(start + batch_size, count)
             if normalized:
                 pictures, batch = None, tensor[start:stop]
-                geometries = [identity_geometry(self.info)] * (stop - start)
+                geometries = [self._identity] * (stop - start)
             else:
                 pictures = originals[start:stop]
                 batch, geometries = preprocess(pictures, self.info)
@@ -313,18 +331,27 @@ class Explainer:
             raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
         return [self.method(m, samples=samples, noise=noise) for m in methods]
 
+    def _fetch(self, chosen: Sequence[Method]) -> list[str]:
+        """The outputs one run for ``chosen`` fetches, worked out once per set of methods."""
+        key = tuple(chosen)
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            probs = [TARGET_PROBS] if TARGET_PROBS in self.runner.outputs else []  # format version 3
+            fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES, *probs]
+                                       + [name for m in chosen for name in m.fetch(self.info)]))
+            if len(self._fetches) < 64:  # methods made with options are new objects each call
+                self._fetches[key] = fetch
+        return fetch
+
     def _run_batch(self, chosen: Sequence[Method], batch: np.ndarray, geometries: list[Geometry],
                    pictures: Optional[list[np.ndarray]], target_rows: np.ndarray,
                    forward_batch_size: int, progress: bool) -> list[ExplainResult]:
         """One graph run over a preprocessed batch; one ExplainResult per method."""
-        probs = [TARGET_PROBS] if TARGET_PROBS in self.runner.outputs else []  # format version 3
-        fetch = list(dict.fromkeys([LOGITS, TARGET_INDICES, *probs]
-                                   + [name for m in chosen for name in m.fetch(self.info)]))
+        fetch = self._fetch(chosen)
         out = dict(zip(fetch, self.runner.run(fetch, batch, target_rows)))
-        context = Batch(batch, out[TARGET_INDICES].astype(np.int64, copy=False),
-                        out[LOGITS].astype(np.float32, copy=False),
-                        out, self.runner, forward_batch_size, progress)
-        probs = (out[TARGET_PROBS].astype(np.float32, copy=False) if probs
+        # the runner's float outputs are float32, the indices int64 (the format's contract)
+        context = Batch(batch, out[TARGET_INDICES], out[LOGITS], out, self.runner, forward_batch_size, progress)
+        probs = (out[TARGET_PROBS] if TARGET_PROBS in out
                  else target_scores(context.logits, context.classes, "softmax").astype(np.float32))
         return [ExplainResult(
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,

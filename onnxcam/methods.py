@@ -325,8 +325,8 @@ class InGraphMap(Method):
         return [map_name(self.name), *finals]
 
     def explain(self, batch: Batch) -> Explanation:
-        raw = batch.outputs[map_name(self.name)].astype(np.float32, copy=False)
+        raw = batch.outputs[map_name(self.name)]  # float32, as the runner returns every float output
         if not self.final:
             return Explanation(raw)
-        return Explanation(raw, heatmaps=batch.outputs[heatmap_name(self.name)].astype(np.float32, copy=False),
+        return Explanation(raw, heatmaps=batch.outputs[heatmap_name(self.name)],
                            zero_maps=batch.outputs[zero_map_name(self.name)])

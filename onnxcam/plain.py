@@ -105,7 +105,7 @@ class PlainExplainer(Explainer):
             channels=prep.channels.upper(), scale=int(prep.scale), resize=prep.resize,
             source=f"plain:{self.path.name}", score="softmax")
         input_transform(self.info)  # one-line errors for bad preprocessing, before any image
-        self.runner = PlainRunner(self.session, self.info, self.path, image, output)
+        self._use(PlainRunner(self.session, self.info, self.path, image, output))
         probe_shape = (image.batch or 1,) + ((3,) + image.size if image.layout == "NCHW" else image.size + (3,))
         self.info.num_classes = self.runner.logits(np.zeros(probe_shape, np.float32)).shape[1]
         self.runner.probabilities = None  # judged on real inputs, not on the blank probe
