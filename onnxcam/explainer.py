@@ -268,6 +268,9 @@ class Explainer:
         tensor = self._check_normalized(images) if normalized else None
         count = len(tensor) if normalized else len(originals)
         target_rows = target_matrix(targets, top_k, count, self.num_classes)
+        if normalized and count <= batch_size:  # one batch as it came: no slices, nothing to join
+            return self._run_batch(chosen, tensor, [self._identity] * count, None, target_rows,
+                                   forward_batch_size, progress)
         parts = []
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)

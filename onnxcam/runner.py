@@ -54,6 +54,8 @@ class GraphRunner:
             outputs = run(list(fetch), feeds)
         except Exception as error:  # onnxruntime's own exception types
             raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
+        if self.dtype == np.float32:
+            return outputs
         return [out.astype(np.float32) if out.dtype == np.float16 else out for out in outputs]
 
     def _bound_run(self, fetch: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
