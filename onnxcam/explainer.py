@@ -100,7 +100,8 @@ class _Part(NamedTuple):
 
 
 def target_matrix(targets: Targets, top_k: int, n: int, num_classes: int) -> np.ndarray:
-    """The int64 [n, K] ``targets`` graph input; negative -r means the r-th ranked class."""
+    """The int64 [n, K] ``targets`` graph input; negative -r means the r-th ranked class. For
+    ``targets`` None: -1 .. -top_k in every row, read-only and shared between calls."""
     if targets is None:
         if not 1 <= top_k <= num_classes:
             raise OnnxcamError(f"top_k: must be between 1 and {num_classes}, got {top_k}")
@@ -171,14 +172,12 @@ class Explainer:
         if not isinstance(method, str):
             return self._checked(method)
         name = method.strip().lower()
-        if name in self._by_name:
-            return self._by_name[name]
-        if name in self.info.maps:  # needs no options: kept
-            self._by_name[name] = InGraphMap(name, final=heatmap_name(name) in self.runner.outputs)
-            return self._by_name[name]
-        if any(value is not None for value in options.values()):  # not kept: one per option value
+        in_graph = name in self.info.maps  # takes no options
+        if not in_graph and any(value is not None for value in options.values()):  # not kept: one per option value
             return self._checked(get_method(name, **options))
-        self._by_name[name] = self._checked(get_method(name))
+        if name not in self._by_name:
+            self._by_name[name] = (InGraphMap(name, final=heatmap_name(name) in self.runner.outputs) if in_graph
+                                   else self._checked(get_method(name)))
         return self._by_name[name]
 
     def _checked(self, method: Method) -> Method:

@@ -594,3 +594,11 @@ def test_cli_cache_and_spinning_flags(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout.splitlines()[0])["overlays"]
         assert cached_graph_path(path, [CPU]).is_file()
+
+
+def test_a_method_kept_by_name_does_not_stand_in_for_one_asked_with_options(explainer):
+    plain = explainer.method("rise")
+    assert explainer.method(" RISE ") is plain  # checked once, then reused
+    asked = explainer.method("rise", samples=7)
+    assert asked is not plain and asked.samples == 7 and plain.samples != 7
+    assert explainer.method("rise") is plain
