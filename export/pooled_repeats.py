@@ -32,7 +32,7 @@ def _pools_positions(g: Rewriter, node: onnx.NodeProto, rank: int) -> bool:
     size = None if dims is None else dims[2:]
     return (len(node.output) == 1 and size is not None and None not in size
             and attribute(node, "kernel_shape") == size and not any(attribute(node, "pads", []))
-            and attribute(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+            and attribute(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
             and all(d == 1 for d in attribute(node, "dilations", [1] * len(size))))
 
 
@@ -119,7 +119,6 @@ def pool_before_repeats(model: onnx.ModelProto) -> int:
     and concatenations along the rows); return how many."""
     g = _Pusher(model)
     rewritten = sum(g.push(node) for node in [n for n in g.graph.node if n.op_type in _POOLS])
-    if rewritten:
-        drop_unread(g.graph, _ROWS + ("Shape", "Constant"))
-        g.drop_stale_shapes()
+    drop_unread(g.graph, _ROWS + ("Shape", "Constant"))  # and the constants of a push given up
+    g.drop_stale_shapes()
     return rewritten
