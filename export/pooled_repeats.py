@@ -71,9 +71,10 @@ class _Pusher(Rewriter):
                 return None
             source = self.pooled(node.input[0], node)
             return None if source is None else self._add(node, [source, *node.input[1:]])
-        shape = self.values.get(node.input[1])
-        if node.op_type == "Reshape" and (shape is None or shape.tolist()[-2:] != dims[-2:]):
-            return None  # a run-time target, or one that a 0 or -1 makes read the positions
+        if node.op_type == "Reshape":
+            target = self.values.get(node.input[1])
+            if target is None or target.tolist()[-2:] != dims[-2:]:
+                return None  # a run-time target, or one that a 0 or -1 makes read the positions
         source = self.pooled(node.input[0], node)
         if source is None:
             return None
