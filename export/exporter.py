@@ -27,6 +27,7 @@ from onnxcam_export.decompositions import (
     explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
 )
 from onnxcam_export.expands import expanded_constants
+from onnxcam_export.fused_outputs import fuse_activation_outputs
 from onnxcam_export.heatmaps import add_heatmaps
 from onnxcam_export.layout_hints import drop_idle_layout_hints
 from onnxcam_export.ones_products import sink_ones_products
@@ -34,6 +35,7 @@ from onnxcam_export.pooled_repeats import pool_before_repeats
 from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
 from onnxcam_export.maps import IN_GRAPH_METHODS
 from onnxcam_export.ranks import bound_target_ranks
+from onnxcam_export.scalar_ranks import rank_scalars
 from onnxcam_export.weight_views import read_weights_in_place
 from onnxcam_export.inspect import (
     cam_layer,
@@ -267,6 +269,8 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     drop_idle_layout_hints(onnx_model)
     sink_ones_products(onnx_model)
     pool_before_repeats(onnx_model)
+    rank_scalars(onnx_model)
+    fuse_activation_outputs(onnx_model, info.layers)
     bound_target_ranks(onnx_model)
     add_heatmaps(onnx_model, info)
     return onnx_model

@@ -6,13 +6,16 @@ Reshape and a Concat that copy the whole [N*K + M, C, h, w] map twice. Where the
 that map over its positions next (the head of most CNNs, whose default target layer sits
 right before it), this rewrite of the translated graph pools each source first and repeats
 and appends the pooled [.., C, 1, 1] rows instead: the same values, bit for bit, and at
-batch 8 on mobilenet_v3_small two copies of [8, 576, 7, 7] fewer. Only the forward is
-touched: the pooling's backward reads no values of its input.
+batch 8 on mobilenet_v3_small two copies of [8, 576, 7, 7] fewer. A ReduceMean or ReduceMax
+that drops the pooled axes (mnasnet's head) pools each source keeping them and drops them once
+after the row ops. Only the forward is touched: the pooling's backward reads no values of its
+input.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import onnx
 
 from onnxcam_export.graph_edits import Rewriter, attribute, drop_unread
@@ -27,7 +30,7 @@ def _pools_positions(g: Rewriter, node: onnx.NodeProto, rank: int) -> bool:
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
         return True
     if node.op_type in ("ReduceMean", "ReduceMax"):
-        return attribute(node, "keepdims", 1) == 1 and sorted(g.axes(node, 1, rank) or []) == spatial
+        return sorted(g.axes(node, 1, rank) or []) == spatial
     dims = g.dims.get(node.input[0])
     size = None if dims is None else dims[2:]
     return (len(node.output) == 1 and size is not None and None not in size
@@ -103,9 +106,18 @@ class _Pusher(Rewriter):
                 or self.only_reader(pool.input[0]) is not pool or not _pools_positions(self, pool, len(dims))):
             return False
         self.new, self.pool, self.rank = [], pool, len(dims)
+        dropped = attribute(pool, "keepdims", 1) == 0  # a Reduce that drops the pooled axes
+        if dropped:  # each source pooled with keepdims, the axes dropped once after the row ops
+            self.pool = onnx.NodeProto()
+            self.pool.CopyFrom(pool)
+            next(a for a in self.pool.attribute if a.name == "keepdims").i = 1
         result = self.pooled(pool.input[0], pool)
         if result is None:
             return False
+        if dropped:
+            axes = np.array([self.rank - 2, self.rank - 1], np.int64)
+            self.new.append(self.node("Squeeze", [result, self.constant(axes)]) if self.opset >= 13
+                            else self.node("Squeeze", [result], axes=axes.tolist()))
         self.new[-1].output[0] = pool.output[0]
         self.new[-1].name = pool.output[0]
         index = list(self.graph.node).index(pool)

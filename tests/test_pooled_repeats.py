@@ -22,6 +22,7 @@ POOLS = {
     "AveragePool": lambda x, out: helper.make_node("AveragePool", [x], [out], kernel_shape=[H, W], strides=[H, W]),
     "GlobalAveragePool": lambda x, out: helper.make_node("GlobalAveragePool", [x], [out]),
     "ReduceMean": lambda x, out: helper.make_node("ReduceMean", [x, "spatial"], [out], keepdims=1),
+    "ReduceMean dropping the axes": lambda x, out: helper.make_node("ReduceMean", [x, "spatial"], [out], keepdims=0),
     "GlobalMaxPool": lambda x, out: helper.make_node("GlobalMaxPool", [x], [out]),
 }
 
@@ -49,7 +50,8 @@ def _graph(pool: str = "AveragePool") -> onnx.ModelProto:
     value_info = [helper.make_tensor_value_info(name, TensorProto.INT64, [1]) for name in ("n", "k")]
     value_info += [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name, dims in [
         ("a", ["N", C, H, W]), ("unsqueezed", ["N", 1, C, H, W]), ("expanded", ["N", "K", C, H, W]),
-        ("rows", ["R", C, H, W]), ("all_rows", ["S", C, H, W]), ("pooled", ["S", C, 1, 1])]]
+        ("rows", ["R", C, H, W]), ("all_rows", ["S", C, H, W]),
+        ("pooled", ["S", C] if pool.endswith("axes") else ["S", C, 1, 1])]]
     graph = helper.make_graph(
         nodes, "repeat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, H, W]),
                           helper.make_tensor_value_info("targets", TensorProto.INT64, ["N", "K"]),
@@ -57,7 +59,7 @@ def _graph(pool: str = "AveragePool") -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["S", 3]),
          helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", C, H, W])],
         [numpy_helper.from_array(value, name) for name, value in constants.items()
-         if pool == "ReduceMean" or name != "spatial"], value_info=value_info)
+         if pool.startswith("ReduceMean") or name != "spatial"], value_info=value_info)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
@@ -77,11 +79,16 @@ def test_rows_are_pooled_before_they_are_repeated_and_appended(pool):
     onnx.checker.check_model(model)
     dims = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
     producer = {out: node for node in model.graph.node for out in node.output}
-    assert producer["pooled"].op_type == "Concat"
+    # the pooled rows are joined last; a Reduce that drops the pooled axes drops them after that
+    joined = producer["pooled"]
+    if pool.endswith("axes"):
+        assert joined.op_type == "Squeeze"
+        joined = producer[joined.input[0]]
+    assert joined.op_type == "Concat"
     for node in model.graph.node:  # every row op reads a pooled tensor: no copy of a whole map
         if node.op_type in ("Unsqueeze", "Expand", "Reshape", "Concat") and node.input[0] in producer:
             assert producer[node.input[0]].op_type not in ("Relu",) and dims.get(node.input[0], [1, 1])[-2:] != [H, W]
-    pooled_sources = sorted(node.input[0] for node in model.graph.node if node.op_type == pool)
+    pooled_sources = sorted(node.input[0] for node in model.graph.node if node.op_type == pool.split()[0])
     assert pooled_sources == ["a", "layer_input"]
     for rows, expected in before.items():
         for got, want in zip(_run(model, rows), expected):
