@@ -28,6 +28,7 @@ from onnxcam_export.decompositions import (
 )
 from onnxcam_export.expands import expanded_constants
 from onnxcam_export.fused_outputs import fuse_activation_outputs
+from onnxcam_export.global_pools import globalize_pools
 from onnxcam_export.heatmaps import add_heatmaps
 from onnxcam_export.layout_hints import drop_idle_layout_hints
 from onnxcam_export.ones_products import sink_ones_products
@@ -268,6 +269,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     gather_class_channel_first(onnx_model)
     drop_idle_layout_hints(onnx_model)
     sink_ones_products(onnx_model)
+    globalize_pools(onnx_model)
     pool_before_repeats(onnx_model)
     rank_scalars(onnx_model)
     fuse_activation_outputs(onnx_model, info.layers)

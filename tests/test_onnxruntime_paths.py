@@ -1,7 +1,8 @@
 """Rewrites that put the explain graph on onnxruntime's fast paths: single-value constants at
-their op's rank (``scalar_ranks``) and target-layer activations behind an Identity so that the
-activation function fuses into its convolution (``fused_outputs``). Both keep every output bit
-for bit; the fusion is checked in the graph onnxruntime itself optimizes."""
+their op's rank (``scalar_ranks``), target-layer activations behind an Identity so that the
+activation function fuses into its convolution (``fused_outputs``), and whole-map pooling
+windows as global pooling (``global_pools``). The outputs stay the same (bit for bit, or to the
+rounding of a sum); the fusion is checked in the graph onnxruntime itself optimizes."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from onnxcam_export import export
+from onnxcam_export.global_pools import globalize_pools
 from onnxcam_export.scalar_ranks import rank_scalars
 from test_parity import feeds
 
@@ -82,3 +84,26 @@ def test_the_target_layers_activation_fuses_into_its_convolution(tmp_path):
     with torch.no_grad():
         expected = model[:5](torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out["activations/4"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pooling_window_over_the_whole_map_runs_as_global_pooling():
+    windows = {"whole": {"kernel_shape": [5, 4]}, "max": {"kernel_shape": [5, 4]},
+               "smaller": {"kernel_shape": [2, 2], "strides": [2, 2]},
+               "padded": {"kernel_shape": [5, 4], "pads": [1, 0, 0, 0]}}
+    nodes = [helper.make_node("MaxPool" if name == "max" else "AveragePool", ["x"], [name], **attributes)
+             for name, attributes in windows.items()]
+    graph = helper.make_graph(
+        nodes, "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in windows])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    x = {"x": np.random.default_rng(0).standard_normal((2, 3, 5, 4)).astype(np.float32)}
+
+    def run():
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+
+    before = run()
+    assert globalize_pools(model) == 2
+    assert [node.op_type for node in model.graph.node] == ["GlobalAveragePool", "GlobalMaxPool",
+                                                           "AveragePool", "AveragePool"]
+    for got, want in zip(run(), before):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

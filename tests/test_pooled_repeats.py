@@ -1,6 +1,6 @@
 """Global pooling after the repeat of the first target layer's rows runs before it: the pooled
-rows are repeated and appended, with the same outputs bit for bit, on a synthetic graph and on
-a real export (checked against torch autograd and the model's own head)."""
+rows are repeated and appended, with the same outputs (to the rounding of a mean), on a
+synthetic graph and on a real export (checked against torch autograd and the model's own head)."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,11 +88,13 @@ def test_rows_are_pooled_before_they_are_repeated_and_appended(pool):
     for node in model.graph.node:  # every row op reads a pooled tensor: no copy of a whole map
         if node.op_type in ("Unsqueeze", "Expand", "Reshape", "Concat") and node.input[0] in producer:
             assert producer[node.input[0]].op_type not in ("Relu",) and dims.get(node.input[0], [1, 1])[-2:] != [H, W]
-    pooled_sources = sorted(node.input[0] for node in model.graph.node if node.op_type == pool.split()[0])
-    assert pooled_sources == ["a", "layer_input"]
+    pooled = {node.input[0]: node.op_type for node in model.graph.node
+              if node.op_type in (pool.split()[0], "ReduceMean", "ReduceMax")}
+    # a graph input is pooled by a Reduce, which onnxruntime keeps out of its blocked layout
+    assert pooled == {"a": pool.split()[0], "layer_input": "ReduceMax" if "Max" in pool else "ReduceMean"}
     for rows, expected in before.items():
         for got, want in zip(_run(model, rows), expected):
-            np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_a_window_smaller_than_the_map_or_pooled_rows_read_elsewhere_stay():
@@ -117,7 +119,10 @@ def test_export_pools_the_first_target_layer_before_repeating_it(tmp_path):
     graph = onnx.load(str(path)).graph
     assert not any(node.op_type == "Expand" for node in graph.node
                    if node.input[0].startswith(("unsqueeze", "activations")))  # the whole map is never repeated
-    assert sum(node.op_type == "AveragePool" and node.name.startswith("pooled_repeat") for node in graph.node) == 2
+    # the adaptive pooling's whole-map window runs as global pooling (global_pools.py)
+    pools = [node.op_type for node in graph.node if node.name.startswith("pooled_repeat") and "Pool" in node.op_type
+             or node.op_type == "ReduceMean" and node.input[0] == "layer_input"]
+    assert sorted(pools) == ["GlobalAveragePool", "ReduceMean"]
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     targets = np.array([[-1, 4], [2, -2], [0, 9]], np.int64)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
