@@ -1,15 +1,17 @@
-"""Products with ones moved after the slices and reshapes that follow them, and spatial means
-of such products read from the unbroadcast factor.
+"""Broadcast products moved after the slices and reshapes that follow them, and spatial means
+of such products read from their unbroadcast factors.
 
 The FX rewrite (``broadcasts.py``) writes global pooling's backward as ``g * ones[h, w]`` and
 moves the slice of the explained rows and the [N, K, ...] reshape of the gradient output onto
 ``g``, but stops at the layout hint after the product. Where ``layout_hints.py`` then drops
 that hint (at the layer the gradient is asked for: most zoo models' default), the product is
 followed by a slice and a reshape that each copy the whole gradient, and Grad-CAM's in-graph
-map averages the copy over the positions it was broadcast to. This rewrite of the translated
-graph slices and reshapes the small factor instead, writes the product once, as the gradient
-output, and takes the channel weights from the factor itself: at batch 8 on
-mobilenet_v3_small, four passes over [8, 576, 7, 7] fewer.
+map averages the copy over the positions it was broadcast to. A SqueezeNet-style head's
+backward (``class_channel.py``) ends the same way with a product of two computed factors, the
+class channel's map [R, 1, h, w] times the class's weights [R, C, 1, 1]. This rewrite of the
+translated graph slices and reshapes the small factors instead, writes the product once, as the
+gradient output, and takes the channel weights from the factors: at batch 8, four passes over
+[8, 576, 7, 7] fewer on mobilenet_v3_small and three over [8, 512, 13, 13] on squeezenet1_1.
 """
 from __future__ import annotations
 
@@ -21,19 +23,30 @@ import onnx
 from onnxcam_export.graph_edits import Dims, Rewriter, attribute, drop_unread
 
 class _Products(Rewriter):
-    """The graph's lookups, and its initializers of ones."""
+    """The graph's lookups, its initializers of ones, and the products they rewrite."""
 
     def __init__(self, model: onnx.ModelProto):
         super().__init__(model, "ones_product")
         self.ones = {name for name, value in self.values.items()
                      if value.dtype.kind == "f" and value.size > 1 and np.all(value == 1)}
 
-    def factor(self, node: onnx.NodeProto) -> Optional[tuple[str, str]]:
-        """(the computed factor, the ones) of a product with an initializer of ones."""
+    def factors(self, node: onnx.NodeProto) -> Optional[tuple[list[str], int]]:
+        """(the computed factors, how many trailing axes the product keeps them unbroadcast on)
+        of a product with an initializer of ones, or of two computed tensors of its rank, each
+        of size 1 wherever the other spreads and each smaller than the product; else None."""
         if node.op_type != "Mul":
             return None
         a, b = node.input
-        return (a, b) if b in self.ones else (b, a) if a in self.ones else None
+        for factor, ones in ((a, b), (b, a)):
+            if ones in self.ones:
+                return [factor], self.values[ones].ndim
+        dims, a_dims, b_dims = self.dims.get(node.output[0]), self.dims.get(a), self.dims.get(b)
+        if dims is None or a_dims is None or b_dims is None or not len(a_dims) == len(b_dims) == len(dims):
+            return None
+        tail, a_tail, b_tail = dims[1:], a_dims[1:], b_dims[1:]
+        if None in tail + a_tail + b_tail or a_tail == tail or b_tail == tail:
+            return None
+        return ([a, b], len(tail)) if all(1 in pair for pair in zip(a_tail, b_tail)) else None
 
 
 def _trailing(dims: Dims, count: int) -> Optional[list[int]]:
@@ -43,22 +56,19 @@ def _trailing(dims: Dims, count: int) -> Optional[list[int]]:
 
 def _sink(g: _Products, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodeProto], list[onnx.NodeProto]]]:
     """(the slices and reshapes after ``product``, the nodes that replace it and them), or None."""
-    factor, ones = g.factor(product)
-    count = len(g.values[ones].shape)
-    dims, factor_dims = g.dims.get(product.output[0]), g.dims.get(factor)
-    if dims is None or factor_dims is None or len(factor_dims) != len(dims):
+    factors, count = g.factors(product)
+    dims = g.dims.get(product.output[0])
+    smalls = {factor: _trailing(g.dims.get(factor) or [], count) for factor in factors}
+    if dims is None or any(small is None or len(g.dims[factor]) != len(dims) for factor, small in smalls.items()):
         return None
-    small = _trailing(factor_dims, count)
-    if small is None:
-        return None
-    chain, current, new, source = [], product.output[0], [], factor
+    chain, current, new, sources = [], product.output[0], [], {factor: factor for factor in factors}
     while (user := g.only_reader(current)) is not None and user.input[0] == current:
         rank = len(dims)
         if user.op_type == "Slice":
             axes = g.axes(user, 3, rank) if len(user.input) > 3 else list(range(len(g.values.get(user.input[1], []))))
             if not axes or any(axis >= rank - count for axis in axes):
                 break
-            new.append(g.node("Slice", [source, *user.input[1:]]))
+            steps = [g.node("Slice", [source, *user.input[1:]]) for source in sources.values()]
         elif user.op_type == "Reshape":
             out = g.dims.get(user.output[0])
             if out is None or _trailing(out, count) is None or _trailing(out, count) != _trailing(dims, count):
@@ -67,48 +77,68 @@ def _sink(g: _Products, product: onnx.NodeProto) -> Optional[tuple[list[onnx.Nod
             allowzero = attribute(user, "allowzero", 0)
             if not allowzero and (target is None or 0 in target.tolist()[:-count]):
                 break  # a 0 copies an input size, which the factor may not share
-            shape = g.with_tail(user.input[1], small, new)
-            new.append(g.node("Reshape", [source, shape], **({"allowzero": allowzero} if g.opset >= 14 else {})))
+            steps = [g.node("Reshape", [source, g.with_tail(user.input[1], smalls[factor], new)],
+                            **({"allowzero": allowzero} if g.opset >= 14 else {}))
+                     for factor, source in sources.items()]
             dims = out
         else:
             break
-        source = new[-1].output[0]
+        new.extend(steps)
+        sources = {factor: step.output[0] for factor, step in zip(sources, steps)}
         chain.append(user)
         current = user.output[0]
     if not chain:
         return None
-    g.dims[source] = [*dims[:len(dims) - count], *small]
-    return chain, [*new, g.node("Mul", [source, ones], current)]
+    for factor, source in sources.items():
+        g.dims[source] = [*dims[:len(dims) - count], *smalls[factor]]
+    return chain, [*new, g.node("Mul", [sources.get(name, name) for name in product.input], current)]
 
 
-def _mean(g: _Products, node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
-    """``node`` (a ReduceMean) read from the factor of the product it averages, or None."""
+def _mean(g: _Products, node: onnx.NodeProto) -> Optional[list[onnx.NodeProto]]:
+    """The nodes that compute ``node`` (a ReduceMean) from the factors of the product it
+    averages, or None: the factor itself where the other is ones spread over exactly the
+    averaged axes, else the mean of the one factor that varies over them times the other."""
     product = g.producer.get(node.input[0])
-    found = None if product is None else g.factor(product)
     dims = g.dims.get(node.input[0])
-    if found is None or dims is None:
+    if product is None or product.op_type != "Mul" or dims is None:
         return None
-    factor, ones = found
-    rank, factor_dims = len(dims), g.dims.get(factor)
+    rank = len(dims)
     axes = g.axes(node, 1, rank)
-    if axes is None or factor_dims is None or len(factor_dims) != rank:
+    shapes = {name: ([1] * (rank - g.values[name].ndim) + list(g.values[name].shape) if name in g.ones
+                     else g.dims.get(name)) for name in product.input}
+    if axes is None or any(shape is None or len(shape) != rank for shape in shapes.values()):
         return None
-    spread = [1] * (rank - g.values[ones].ndim) + list(g.values[ones].shape)
-    if any((i in axes) != (spread[i] > 1) for i in range(rank)) or any(factor_dims[i] != 1 for i in axes):
-        return None  # averaged over exactly the broadcast axes, where the factor has size 1
-    if attribute(node, "keepdims", 1):
-        return g.node("Identity", [factor], node.output[0])
-    if g.opset >= 13:
-        return g.node("Squeeze", [factor, g.constant(np.array(axes, np.int64))], node.output[0])
-    return g.node("Squeeze", [factor], node.output[0], axes=axes)
+    spreading = [name for name, shape in shapes.items() if any(shape[i] != 1 for i in axes)]  # None too
+    if len(spreading) != 1:
+        return None
+    (spread,) = spreading
+    other = product.input[1] if product.input[0] == spread else product.input[0]
+    keep = attribute(node, "keepdims", 1)
+    constants = g.constant(np.array(axes, np.int64)) if g.opset >= 13 else None
+
+    def squeezed(source: str) -> onnx.NodeProto:
+        if keep:
+            return g.node("Identity", [source], node.output[0])
+        if constants is not None:
+            return g.node("Squeeze", [source, constants], node.output[0])
+        return g.node("Squeeze", [source], node.output[0], axes=axes)
+
+    if spread in g.ones:
+        if any((i in axes) != (shapes[spread][i] > 1) for i in range(rank)):
+            return None  # the ones spread over other axes too
+        return [squeezed(other)]
+    mean = (g.node("ReduceMean", [spread, g.constant(np.array(axes, np.int64))], keepdims=1) if g.opset >= 18
+            else g.node("ReduceMean", [spread], axes=axes, keepdims=1))
+    weighted = g.node("Mul", [mean.output[0], other])
+    return [mean, weighted, squeezed(weighted.output[0])]
 
 
 def sink_ones_products(model: onnx.ModelProto) -> int:
-    """Rewrite, in place, the products with ones followed by slices and reshapes, and the
-    means of products with ones over their broadcast axes; return how many were rewritten."""
+    """Rewrite, in place, the broadcast products followed by slices and reshapes, and the
+    means of such products over their broadcast axes; return how many were rewritten."""
     g = _Products(model)
     rewritten = 0
-    for product in [node for node in g.graph.node if g.factor(node) is not None]:
+    for product in [node for node in g.graph.node if g.factors(node) is not None]:
         sunk = _sink(g, product)
         if sunk is None:
             continue
@@ -121,10 +151,12 @@ def sink_ones_products(model: onnx.ModelProto) -> int:
             g.graph.node.insert(index + offset, new)
         rewritten += 1
     g.producer = {out: node for node in g.graph.node for out in node.output}
-    for index, node in enumerate(list(g.graph.node)):
-        if node.op_type == "ReduceMean" and (mean := _mean(g, node)) is not None:
+    for node in [node for node in g.graph.node if node.op_type == "ReduceMean"]:
+        if (mean := _mean(g, node)) is not None:
+            index = list(g.graph.node).index(node)
             g.graph.node.remove(node)
-            g.graph.node.insert(index, mean)
+            for offset, replacement in enumerate(mean):
+                g.graph.node.insert(index + offset, replacement)
             rewritten += 1
     g.drop_stale_shapes()
     drop_unread(g.graph, ("Mul", "Slice", "Reshape", "Concat", "Shape", "Constant"))

@@ -1,18 +1,21 @@
-"""Global pooling's backward is a product with ones; at the layer the gradient is asked for, the
-slice and reshape after it act on the small factor and Grad-CAM's weights are read from the
-factor, with the same gradients (torch autograd's) and the same maps as before the rewrite."""
+"""Global pooling's backward is a product with ones, and a SqueezeNet-style head's a product of
+the class channel's map and the class's weights; at the layer the gradient is asked for, the
+slice and reshape after it act on the small factors and Grad-CAM's weights are read from the
+factors, with the same gradients (torch autograd's) and the same maps as before the rewrite."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from onnxcam.methods import GradCAM
 from onnxcam_export import export
 from onnxcam_export.ones_products import sink_ones_products
+from test_head_shortcut import _ConvHead
 from test_layout_hints import _model
 from test_parity import feeds
 from torch_reference import autograd_reference, cosine
@@ -78,6 +81,44 @@ def test_slice_reshape_and_mean_move_onto_the_small_factor(shape_from_pieces):
     np.testing.assert_array_equal(after[1], feed["g"][:6].reshape(3, 2, 5))
 
 
+def _two_factor_graph() -> onnx.ModelProto:
+    """m [R, 1, 7, 7] times w [R, 5, 1, 1], the first rows, reshaped to [N, K, 5, 7, 7], and
+    averaged over the positions."""
+    nodes = [helper.make_node("Mul", ["m", "w"], ["spread"]),
+             helper.make_node("Slice", ["spread", "zero", "rows", "zero"], ["kept"]),
+             helper.make_node("Reshape", ["kept", "target"], ["gradients"], allowzero=1),
+             helper.make_node("ReduceMean", ["gradients", "spatial"], ["weights"], keepdims=0)]
+    constants = {"zero": np.array([0], np.int64), "target": np.array([3, 2, 5, 7, 7], np.int64),
+                 "spatial": np.array([-2, -1], np.int64)}
+    graph = helper.make_graph(
+        nodes, "factors",
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, ["R", 1, 7, 7]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, ["R", 5, 1, 1]),
+         helper.make_tensor_value_info("rows", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("gradients", TensorProto.FLOAT, [3, 2, 5, 7, 7]),
+         helper.make_tensor_value_info("weights", TensorProto.FLOAT, [3, 2, 5])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+        value_info=[helper.make_tensor_value_info("spread", TensorProto.FLOAT, ["R", 5, 7, 7]),
+                    helper.make_tensor_value_info("kept", TensorProto.FLOAT, ["S", 5, 7, 7])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_a_product_of_two_small_factors_is_sliced_reshaped_and_averaged_through_them():
+    model = _two_factor_graph()
+    rng = np.random.default_rng(1)
+    feed = {"m": rng.random((8, 1, 7, 7)).astype(np.float32), "w": rng.standard_normal((8, 5, 1, 1)).astype(np.float32),
+            "rows": np.array([6], np.int64)}
+    before = _run(model, feed)
+    assert sink_ones_products(model) == 2
+    onnx.checker.check_model(model)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    assert [producer[name].op_type for name in producer["gradients"].input] == ["Reshape", "Reshape"]
+    assert not any(node.op_type == "ReduceMean" and node.input[0] == "gradients" for node in model.graph.node)
+    after = _run(model, feed)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_allclose(after[1], before[1], rtol=1e-5, atol=1e-7)
+
+
 def test_a_product_read_elsewhere_or_spread_over_other_axes_stays():
     model = _graph()
     model.graph.output.append(helper.make_tensor_value_info("spread", TensorProto.FLOAT, None))
@@ -93,7 +134,7 @@ def test_exported_gradients_and_gradcam_map_match_autograd(tmp_path):
     graph = onnx.load(str(path)).graph
     producer = {out: node for node in graph.node for out in node.output}
     assert producer["gradients/3"].op_type == "Mul"  # the rewrite applied to the real export
-    assert not any(node.op_type == "ReduceMean" for node in graph.node)
+    assert not any(node.op_type == "ReduceMean" and node.input[0] == "gradients/3" for node in graph.node)
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     targets = np.array([[-1, 4], [2, -2], [0, 9]], np.int64)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -102,4 +143,22 @@ def test_exported_gradients_and_gradcam_map_match_autograd(tmp_path):
     _, _, acts, grads = autograd_reference(model, "3", x, targets)
     assert cosine(outputs["gradients/3"], grads) > 1 - 1e-6
     expected = GradCAM().layer_map(outputs["activations/3"], outputs["gradients/3"])
+    np.testing.assert_allclose(outputs["maps/gradcam"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_squeezenet_style_head_exports_its_gradient_product_once(tmp_path):
+    torch.manual_seed(0)
+    model = _ConvHead().eval()
+    path = tmp_path / "head.onnx"
+    export(model, path, ["features"], input_size=(20, 20))
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    gradient = producer["gradients/features"]
+    assert gradient.op_type == "Mul" and [producer[name].op_type for name in gradient.input] == ["Reshape", "Reshape"]
+    assert not any(node.op_type == "ReduceMean" and node.input[0] == "gradients/features" for node in graph.node)
+    x = np.random.default_rng(0).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, feeds(session, x, np.array([[-1, 3], [-2, 7]], np.int64)))))
+    expected = GradCAM().layer_map(outputs["activations/features"], outputs["gradients/features"])
     np.testing.assert_allclose(outputs["maps/gradcam"], expected, rtol=1e-5, atol=1e-6)
