@@ -123,6 +123,19 @@ class Rewriter:
             axes = attribute(node, "axes")
         return None if axes is None else [axis % rank for axis in axes]
 
+    def reduce(self, op: str, x: str, axes: list[int], output: Optional[str] = None) -> onnx.NodeProto:
+        """``op`` (ReduceMean or ReduceMax) of ``x`` over ``axes``, keeping them: the axes an
+        input from opset 18, an attribute before."""
+        if self.opset >= 18:
+            return self.node(op, [x, self.constant(np.array(axes, np.int64))], output, keepdims=1)
+        return self.node(op, [x], output, axes=axes, keepdims=1)
+
+    def squeeze(self, x: str, axes: list[int], output: Optional[str] = None) -> onnx.NodeProto:
+        """A Squeeze of ``axes`` of ``x``: the axes an input from opset 13, an attribute before."""
+        if self.opset >= 13:
+            return self.node("Squeeze", [x, self.constant(np.array(axes, np.int64))], output)
+        return self.node("Squeeze", [x], output, axes=axes)
+
     def with_tail(self, shape: str, tail: list[int], new: list[onnx.NodeProto]) -> str:
         """The 1-D int64 ``shape`` with its last ``len(tail)`` entries replaced by ``tail``:
         a constant, the shape's own Concat of one-element pieces with its tail replaced, or a

@@ -54,9 +54,10 @@ def _trailing(dims: Dims, count: int) -> Optional[list[int]]:
     return tail if len(tail) == count and all(isinstance(d, int) for d in tail) else None
 
 
-def _sink(g: _Products, product: onnx.NodeProto) -> Optional[tuple[list[onnx.NodeProto], list[onnx.NodeProto]]]:
-    """(the slices and reshapes after ``product``, the nodes that replace it and them), or None."""
-    factors, count = g.factors(product)
+def _sink(g: _Products, product: onnx.NodeProto, factors: list[str],
+          count: int) -> Optional[tuple[list[onnx.NodeProto], list[onnx.NodeProto]]]:
+    """(the slices and reshapes after ``product``, the nodes that replace it and them), or None;
+    ``factors`` and ``count`` as ``_Products.factors`` finds them."""
     dims = g.dims.get(product.output[0])
     smalls = {factor: _trailing(g.dims.get(factor) or [], count) for factor in factors}
     if dims is None or any(small is None or len(g.dims[factor]) != len(dims) for factor, small in smalls.items()):
@@ -113,22 +114,17 @@ def _mean(g: _Products, node: onnx.NodeProto) -> Optional[list[onnx.NodeProto]]:
         return None
     (spread,) = spreading
     other = product.input[1] if product.input[0] == spread else product.input[0]
-    keep = attribute(node, "keepdims", 1)
-    constants = g.constant(np.array(axes, np.int64)) if g.opset >= 13 else None
+    if spread in g.ones and any((i in axes) != (shapes[spread][i] > 1) for i in range(rank)):
+        return None  # the ones spread over other axes too
 
     def squeezed(source: str) -> onnx.NodeProto:
-        if keep:
+        if attribute(node, "keepdims", 1):
             return g.node("Identity", [source], node.output[0])
-        if constants is not None:
-            return g.node("Squeeze", [source, constants], node.output[0])
-        return g.node("Squeeze", [source], node.output[0], axes=axes)
+        return g.squeeze(source, axes, node.output[0])
 
     if spread in g.ones:
-        if any((i in axes) != (shapes[spread][i] > 1) for i in range(rank)):
-            return None  # the ones spread over other axes too
         return [squeezed(other)]
-    mean = (g.node("ReduceMean", [spread, g.constant(np.array(axes, np.int64))], keepdims=1) if g.opset >= 18
-            else g.node("ReduceMean", [spread], axes=axes, keepdims=1))
+    mean = g.reduce("ReduceMean", spread, axes)
     weighted = g.node("Mul", [mean.output[0], other])
     return [mean, weighted, squeezed(weighted.output[0])]
 
@@ -138,8 +134,8 @@ def sink_ones_products(model: onnx.ModelProto) -> int:
     means of such products over their broadcast axes; return how many were rewritten."""
     g = _Products(model)
     rewritten = 0
-    for product in [node for node in g.graph.node if g.factors(node) is not None]:
-        sunk = _sink(g, product)
+    for product, found in [(node, found) for node in g.graph.node if (found := g.factors(node)) is not None]:
+        sunk = _sink(g, product, *found)
         if sunk is None:
             continue
         chain, replacement = sunk
