@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _contender(args: argparse.Namespace) -> None:
@@ -48,8 +49,8 @@ def _contender(args: argparse.Namespace) -> None:
                                               num_cells=args.cells, prob=0.5, seed=0, scale_output=False)
             return maps[args.target]
     else:
-        from onnxcam.blackbox import RISE
-        from onnxcam.plain import PlainExplainer
+        from onnxcam.api.plain_files import PlainExplainer
+        from onnxcam.methods.gradient_free import RISE
 
         explainer = PlainExplainer(args.model_file, threads=args.threads)
 
@@ -73,8 +74,8 @@ def _plain_file(name: str, size: int, folder: Path) -> tuple[Path, np.ndarray, i
     import torch
     import torchvision
 
-    from onnxcam.imageops import preprocess
-    from onnxcam.artifact import ArtifactInfo
+    from onnxcam.images.geometry import preprocess
+    from onnxcam.runtime.artifact import ArtifactInfo
 
     path = folder / f"{name}_{size}.onnx"
     torch.manual_seed(0)
@@ -110,7 +111,10 @@ def main() -> int:
     if args.contender:
         _contender(args)
         return 0
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    # imported here, in the parent alone: openvino-xai's own interpreter need not import onnxcam
+    from benchmarks.side_by_side import child_env
+
+    env = {**child_env(), "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path, x, target = _plain_file(args.model, args.size, folder)

@@ -123,7 +123,7 @@ def main() -> None:
     for path, extra in ((args.model, []), (args.guided_model, ["--guided"])):
         if not path.is_file():
             onnxcam("export", "efficientnet_lite0", *extra, "-o", path)
-    from onnxcam.evaluate import table
+    from onnxcam.cli.evaluate import table
     from onnxcam.metrics import METRICS
 
     columns = [v for name, cls in METRICS.items() for v in cls().values if v.summary]

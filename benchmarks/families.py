@@ -26,17 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
+from benchmarks.contenders import GRADCAM, PLAIN, Job
+from benchmarks.side_by_side import child_env, command_line, interleave, last_line, machine_info
+from onnxcam.errors import OnnxcamError
 
-from benchmarks.bench import PLAIN, Job, _command, _env, _export_plain, interleave, last_line, machine_info
-from onnxcam.errors import OnnxcamError, first_line
-
-GRADCAM = "onnxcam gradcam"
 HEAD = "head"  # PLAIN's runner on the classifier head's own file
 # One model of every torchvision family of the zoo (both MobileNet and EfficientNet
 # generations, the edge models), then timm's ViT and Swin.
@@ -47,7 +43,6 @@ MODELS = [
     "convnext_tiny", "vit_b_16", "swin_t", "timm/vit_base_patch16_224",
     "timm/swin_tiny_patch4_window7_224",
 ]
-HEAD_FAMILIES = ("vgg", "alexnet")  # a large fully-connected head: least arithmetic applies
 TIME_TARGETS = {1: 1.25, 8: 1.15}  # Grad-CAM over plain, by batch size (others: the batch-8 bound)
 LEAST_TARGET = 1.10  # Grad-CAM over the least arithmetic, head families
 RSS_TARGET = 1.5
@@ -57,72 +52,13 @@ EXPORT_TARGET_S = 120.0
 DEFAULTS = {"batches": [1, 8], "threads": 2, "repeats": 200, "warmup": 3, "budget": 8.0, "rounds": 3}
 
 
-# ---------------------------------------------------------------- export (child side)
-
-def _head(model):
-    """Pooling, flatten and classifier of a VGG or AlexNet: the layers after ``features``."""
-    import torch
-
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.avgpool, self.classifier = model.avgpool, model.classifier
-
-        def forward(self, x):
-            return self.classifier(torch.flatten(self.avgpool(x), 1))
-
-    return Head().eval()
-
-
-def export_model(name: str, folder: Path, batch: int) -> dict:
-    """Export ``name`` at its recipe's size as an explain-graph (timed) and plainly, save a
-    normalized input of ``batch`` images; for head families also the head and its input."""
-    import torch
-
-    from onnxcam_export import export, models
-
-    recipe = models.recipe(name)
-    torch.manual_seed(0)
-    model = recipe.build("none").eval()
-    size = tuple(recipe.input_size)
-    files = {"explain": str(folder / "explain.onnx"), "plain": str(folder / "plain.onnx"),
-             "input": str(folder / "input.npy")}
-    np.save(files["input"], np.random.default_rng(0).standard_normal((batch, 3, *size), np.float32))
-    layouts = {layer: recipe.layout for layer in recipe.layers or []} if recipe.layout else None
-    with warnings.catch_warnings(), redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        start = time.perf_counter()
-        info = export(model, files["explain"], recipe.layers, input_size=size, mean=recipe.mean,
-                      std=recipe.std, source=recipe.source, layouts=layouts)
-        seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        _export_plain(model, torch.randn(2, 3, *size), Path(files["plain"]))
-        plain_seconds = time.perf_counter() - start
-        if name.startswith(HEAD_FAMILIES):
-            with torch.no_grad():
-                features = model.features(torch.zeros(1, 3, *size))
-            files.update(head=str(folder / "head.onnx"), head_input=str(folder / "head_input.npy"))
-            np.save(files["head_input"], np.random.default_rng(1).standard_normal(
-                (batch, *features.shape[1:]), np.float32))
-            _export_plain(_head(model), torch.randn(2, *features.shape[1:]), Path(files["head"]))
-    return {"files": files, "size": list(size), "layers": info.layers, "export_s": seconds,
-            "plain_export_s": plain_seconds}
-
-
-def _export_child(name: str, folder: str, batch: str, result: str) -> int:
-    report = export_model(name, Path(folder), int(batch))
-    Path(result).write_text(json.dumps(report))
-    return 0
-
-
-# ---------------------------------------------------------------- running (parent side)
+# ---------------------------------------------------------------- running
 
 def _run_export(name: str, folder: Path, batch: int, spinning: bool) -> dict:
-    """Export in a fresh interpreter (its memory is returned when it exits)."""
+    """``exports.export_model`` in a fresh interpreter (its memory is returned when it exits)."""
     result = folder / "export.json"
-    command = [sys.executable, str(Path(__file__).with_name("bench.py")), "--families",
-               "--export-child", name, str(folder), str(batch), str(result)]
-    done = subprocess.run(command, env=_env(spinning), capture_output=True, text=True)
+    command = [sys.executable, "-m", "benchmarks.exports", name, str(folder), str(batch), str(result)]
+    done = subprocess.run(command, env=child_env(spinning), capture_output=True, text=True)
     if done.returncode != 0 or not result.is_file():
         raise OnnxcamError(f"{name}: export failed: {last_line(done.stderr, done.returncode)}")
     return json.loads(result.read_text())
@@ -143,7 +79,7 @@ def _combine(runs: list[dict]) -> dict:
 def _time(config: dict, name: str, files: dict[str, str], folder: Path) -> dict[str, dict[str, dict]]:
     """results[contender][batch]: plain, Grad-CAM and (head families) the head. Batch-major;
     each round starts a fresh process per contender and the contenders take turns at short
-    bursts of runs (``bench.interleave``), so that a noisy spell on a shared machine falls on
+    bursts of runs (``side_by_side.interleave``), so that a noisy spell on a shared machine falls on
     every contender."""
     contenders = {PLAIN: (PLAIN, files), GRADCAM: (GRADCAM, files)}
     if "head" in files:
@@ -265,7 +201,8 @@ def summary(report: dict) -> list[str]:
 
 # ---------------------------------------------------------------- entry points
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """``onnxcam bench --families``'s options."""
     parser = argparse.ArgumentParser(
         prog="onnxcam bench --families",
         description="Grad-CAM end to end against plain onnxruntime inference, for every model family "
@@ -281,14 +218,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=float, default=DEFAULTS["budget"],
                         help="seconds of timed runs per contender and batch before repeats are cut")
     parser.add_argument("--spinning", action="store_true", help="let waiting threads busy-wait")
-    parser.add_argument("--json", default="benchmarks/families.json", metavar="PATH",
-                        help="results file, updated model by model (default benchmarks/families.json)")
+    parser.add_argument("--json", default="benchmarks/results/families.json", metavar="PATH",
+                        help="results file, updated model by model (default benchmarks/results/families.json)")
     parser.add_argument("--fresh", action="store_true", help="start a new results file")
     parser.add_argument("--workdir", metavar="DIR", help="folder for the exported files (default: temporary)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export and time every model asked for, updating the JSON file after each; print the table.
+    1 if a model failed."""
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else MODELS
     if not names or min(args.batches) < 1 or min(args.threads, args.repeats, args.rounds) < 1:
         raise OnnxcamError("--models must name a model; --batches, --threads, --repeats and --rounds "
@@ -297,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                                                   "spinning", "rounds")}
     path = Path(args.json)
     report = json.loads(path.read_text()) if path.is_file() and not args.fresh else {"models": {}}
-    report.update(command=_command(), config=config, machine=machine_info())
+    report.update(command=command_line(), config=config, machine=machine_info())
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -310,14 +249,3 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print("\n".join(table(report) + [""] + summary(report)))
     return 1 if any(report["models"][name].get("error") for name in names) else 0
-
-
-def main(argv: list[str]) -> int:
-    """The command line (``--export-child NAME FOLDER BATCH RESULT`` exports one model)."""
-    if argv[:1] == ["--export-child"]:
-        return _export_child(*argv[1:])
-    try:
-        return run(_parser().parse_args(argv))
-    except OnnxcamError as error:
-        print(f"bench: error: {first_line(error)}", file=sys.stderr)
-        return 2

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxcam.runner import target_scores  # noqa: E402
+from onnxcam.runtime.runner import target_scores  # noqa: E402
 
 GAPS_MS = (0.0, 0.5, 1.0, 2.0, 4.0)
 

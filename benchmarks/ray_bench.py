@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Optional
 
 import cv2
-import numpy as np
-
-from bench import _env, machine_info  # benchmarks/bench.py: the same environment for children
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.side_by_side import child_env, machine_info  # noqa: E402
+
 DEFAULT_MODEL = "efficientnet_lite0"
 BURST = 0.05  # s: lines this close to the first one came with it (one batch's rows arrive together)
 
@@ -60,12 +60,12 @@ def photo_set(folder: Path, count: int) -> list[Path]:
 
 def model_path(spec: str) -> Path:
     """The model file; a zoo name missing from models/ is exported there first."""
-    from onnxcam.modelfiles import resolve_model
+    from onnxcam.runtime.model_files import resolve_model
 
     path = resolve_model(spec)
     if not path.is_file():
         print(f"exporting {spec} to models/ (once) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "onnxcam", "export", spec], check=True, cwd=ROOT, env=_env())
+        subprocess.run([sys.executable, "-m", "onnxcam", "export", spec], check=True, cwd=ROOT, env=child_env())
         path = resolve_model(spec)
     return path.resolve()
 
@@ -79,7 +79,7 @@ def run_once(model: Path, images: Path, out: Path, actors: int, threads: int, ba
     if actors:
         command += ["--ray", "--actors", str(actors)]
     start = time.perf_counter()
-    with subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    with subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, bufsize=1) as process:
         stamps = [time.perf_counter() for _ in process.stdout]
         error = process.stderr.read()

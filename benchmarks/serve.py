@@ -12,7 +12,7 @@ For each model (random init, exported once to build/serve-bench/NAME.onnx with
   process, each posting the same JPEG photo (``top_k=1``, gradcam, JSON answer with the
   base64 overlay) for a bounded number of requests over loopback.
 
-Prints one table and the goals, and writes benchmarks/serve_results.json. Every onnxruntime
+Prints one table and the goals, and writes benchmarks/results/serve.json. Every onnxruntime
 session runs with sleeping (non-spinning) threads, in the library as in the service.
 """
 from __future__ import annotations
@@ -28,11 +28,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving import Client, Server  # noqa: E402
+from benchmarks.side_by_side import child_env, cpu_sample, other_cores  # noqa: E402
 
 FULL = {"models": ["resnet50", "squeezenet1_1"], "clients": [1, 4, 16], "requests": 192,
         "batches": [1, 2, 4, 8, 16], "library_seconds": 8.0}
@@ -65,8 +67,8 @@ def photo(folder: Path) -> Path:
 def library_child(model: str, image: str, batches: list[int], seconds: float) -> dict:
     """Run in a fresh process: the library's throughput per batch size, and one request's work."""
     from onnxcam import Explainer
-    from onnxcam.imageops import decode_image
-    from onnxcam.overlay import encode_png, overlay
+    from onnxcam.images.decode import decode_image
+    from onnxcam.render.overlay import encode_png, overlay
 
     explainer = Explainer(model, spinning=False)
     throughput = {}
@@ -89,9 +91,11 @@ def library_child(model: str, image: str, batches: list[int], seconds: float) ->
 
 
 def library(model: Path, image: Path, batches: list[int], seconds: float) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.serve import library_child; "
+    """``library_child`` in a fresh interpreter."""
+    code = ("import json; from benchmarks.serve import library_child; "
             f"print(json.dumps(library_child({str(model)!r}, {str(image)!r}, {batches!r}, {seconds!r})))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env=child_env()).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["throughput"] = {int(k): v for k, v in result["throughput"].items()}
     return result
@@ -143,20 +147,16 @@ def load(port: int, image: bytes, clients: int, requests: int) -> dict:
 
 
 def serve(model: Path, image: bytes, options: list[str], clients: list[int], requests: int, log: Path) -> list[dict]:
-    with Server([model, *options, "--no-access-log"], log, env={"PYTHONPATH": str(ROOT)}) as server:
+    with Server([model, *options, "--no-access-log"], log, env=child_env()) as server:
         load(server.port, image, max(clients), 2 * max(clients))  # warm-up
         return [load(server.port, image, count, max(requests, 4 * count)) for count in clients]
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    """Cores other processes kept busy over ``seconds`` (from /proc/stat)."""
-    def sample():
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]
-    total0, idle0 = sample()
+def busy_cores(seconds: float = 1.0) -> Optional[float]:
+    """Cores other processes kept busy over ``seconds``; None where /proc/stat is missing."""
+    since = cpu_sample()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(1, total1 - total0))
+    return other_cores(since)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", help="comma-separated client counts (default 1,4,16)")
     parser.add_argument("--requests", type=int, help="requests per measurement (default 192)")
     parser.add_argument("--folder", default=str(ROOT / "build" / "serve-bench"), help="exported models")
-    parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "serve_results.json"))
+    parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     if args.models:
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     image = image_path.read_bytes()
     busy = busy_cores()
     rows, results = [], {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                         "busy_cores_before": round(busy, 2), "plan": plan, "models": {}}
+                         "busy_cores_before": None if busy is None else round(busy, 2), "plan": plan, "models": {}}
     for name in plan["models"]:
         model = export(name, folder)
         lib = library(model, image_path, plan["batches"], plan["library_seconds"])
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}, {label}: {most['clients']} clients at {most['throughput'] / base:.2f}x the library's "
                   f"throughput (goal >= 0.9); 1 client p50 {one['p50_ms']:.1f} ms = "
                   f"{one['p50_ms'] / lib['request_ms']:.2f}x one request's work in the library (goal <= 1.1)")
-    print(f"\nbusy cores before the run (other processes): {busy:.2f} of {os.cpu_count()}")
+    print(f"\nbusy cores before the run (other processes): {'unknown' if busy is None else f'{busy:.2f}'} "
+          f"of {os.cpu_count()}")
     Path(args.output).write_text(json.dumps(results, indent=1))
     return 0
 

@@ -20,10 +20,10 @@ import numpy as np
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.families import export_model  # noqa: E402
-from onnxcam.artifact import LOGITS, TARGET_INDICES  # noqa: E402
-from onnxcam.explainer import Explainer  # noqa: E402
-from onnxcam.session import session_options  # noqa: E402
+from benchmarks.exports import export_model  # noqa: E402
+from onnxcam.api.explainer import Explainer  # noqa: E402
+from onnxcam.runtime.artifact import LOGITS, TARGET_INDICES  # noqa: E402
+from onnxcam.runtime.session import session_options  # noqa: E402
 
 
 def split(name: str, batch: int, runs: int) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Where a small model's Grad-CAM time goes beyond plain inference, stage by stage: the
 explain-graph cut down to the forward pass (logits), then to the raw map, then to the final
 heatmap, then whole (every output, as a session runs it), then ``explain`` end to end. Each
-contender runs in its own fresh process and they take turns (``bench.interleave``), as the
-family benchmark times them.
+contender runs in its own fresh process and they take turns (``side_by_side.interleave``), as
+the family benchmark times them.
 
     python benchmarks/stages.py mobilenet_v3_small [--batch 8] [--rounds 3]
 """
@@ -17,12 +17,19 @@ from pathlib import Path
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench import PLAIN, Job, interleave  # noqa: E402
-from benchmarks.families import GRADCAM, export_model  # noqa: E402
+from benchmarks.contenders import GRADCAM, PLAIN, Job  # noqa: E402
+from benchmarks.exports import export_model  # noqa: E402
+from benchmarks.side_by_side import interleave  # noqa: E402
 from onnxcam.errors import OnnxcamError  # noqa: E402
-from onnxcam.artifact import (LOGITS, TARGET_INDICES, TARGET_PROBS, heatmap_name, map_name,  # noqa: E402
-                              zero_map_name)
-from onnxcam_export.graph_edits import drop_unread  # noqa: E402
+from onnxcam.runtime.artifact import (  # noqa: E402
+    LOGITS,
+    TARGET_INDICES,
+    TARGET_PROBS,
+    heatmap_name,
+    map_name,
+    zero_map_name,
+)
+from onnxcam_export.passes.onnx.graph_edits import drop_unread  # noqa: E402
 
 STAGES = {
     "forward": [LOGITS],

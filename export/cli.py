@@ -1,4 +1,5 @@
-"""`onnxcam export`: command-line front of :func:`onnxcam_export.export`."""
+"""`onnxcam export`: command-line front of :func:`onnxcam_export.export`, registered with the
+runtime's command line under the ``onnxcam.commands`` entry point (``add_arguments``, ``run``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +7,15 @@ import json
 import time
 from pathlib import Path
 
-from onnxcam.artifact import DEFAULT_MAPS
+import onnxcam_export.exporter  # noqa: F401  (loads PyTorch: a broken install fails here, before parsing)
+from onnxcam.cli.options import add_preprocessing_arguments, preprocessing_options
 from onnxcam.errors import OnnxcamError
-from onnxcam.modelfiles import model_file
-from onnxcam.preprocessing import add_preprocessing_arguments, preprocessing_options, read_labels
+from onnxcam.images.plain_input import read_labels
+from onnxcam.runtime.artifact import DEFAULT_MAPS
+from onnxcam.runtime.model_files import model_file
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?",
                         help="torchvision name (resnet50), zoo name, module:factory, or a plain classifier .onnx file")
     parser.add_argument("-o", "--output", help="explain-graph to write (default: models/MODEL.onnx)")
@@ -47,7 +50,7 @@ def _method_list(text: str) -> list[str]:
     return [] if names == ["none"] else names
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run `onnxcam export`; returns the exit code."""
     from onnxcam_export import models
 
@@ -68,7 +71,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.list_layers:
         import torch
 
-        from onnxcam_export.inspect import candidate_layers
+        from onnxcam_export.layers import candidate_layers
 
         for name, shape in candidate_layers(model.eval(), torch.randn(1, 3, *size)):
             print(f"{name}\t{list(shape[1:])}")
@@ -94,8 +97,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export_onnx_file(args: argparse.Namespace) -> int:
     """`onnxcam export MODEL.onnx`: a plain classifier file becomes an explain-graph."""
-    from onnxcam.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-    from onnxcam_export.onnx_file import classifier, export_onnx_file, read_source, tensor_candidates
+    from onnxcam.images.plain_input import IMAGENET_MEAN, IMAGENET_STD
+    from onnxcam_export.onnx_file import (
+        classifier,
+        export_onnx_file,
+        read_source,
+        tensor_candidates,
+    )
 
     source = Path(args.model)
     prep = {key: value for key, value in preprocessing_options(args).items() if value is not None}

@@ -14,31 +14,16 @@ import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from onnxcam import artifact
-from onnxcam.artifact import DEFAULT_MAPS, ArtifactInfo
 from onnxcam.errors import OnnxcamError
-from onnxcam.methods import heatmaps
+from onnxcam.methods.maps import heatmaps
 from onnxcam.quiet import quiet_loggers
-from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
-from onnxcam_export.broadcasts import broadcast_expands
-from onnxcam_export.class_channel import gather_class_channel_first
-from onnxcam_export.class_token import class_token_tail
-from onnxcam_export.decompositions import (
-    explain_decompositions, folded_matmul, max_pool2d_indices, max_pool2d_indices_onnx,
-)
-from onnxcam_export.expands import expanded_constants
-from onnxcam_export.fused_outputs import fuse_activation_outputs
-from onnxcam_export.global_pools import globalize_pools
-from onnxcam_export.heatmaps import add_heatmaps
-from onnxcam_export.layout_hints import drop_idle_layout_hints
-from onnxcam_export.ones_products import sink_ones_products
-from onnxcam_export.pooled_repeats import pool_before_repeats
-from onnxcam_export.layouts import detect_layout, require_layout, spatial_shape
-from onnxcam_export.maps import IN_GRAPH_METHODS
-from onnxcam_export.ranks import bound_target_ranks
-from onnxcam_export.scalar_ranks import rank_scalars
-from onnxcam_export.weight_views import read_weights_in_place
-from onnxcam_export.inspect import (
+from onnxcam.runtime import artifact
+from onnxcam.runtime.artifact import DEFAULT_MAPS, ArtifactInfo
+from onnxcam_export import passes
+from onnxcam_export.checks import expanded_constants
+from onnxcam_export.in_graph_maps import IN_GRAPH_METHODS
+from onnxcam_export.layer_layouts import detect_layout, require_layout, spatial_shape
+from onnxcam_export.layers import (
     cam_layer,
     channelwise_head,
     count_calls,
@@ -46,6 +31,14 @@ from onnxcam_export.inspect import (
     first_layer,
     last_shapes,
     require_layers,
+)
+from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
+from onnxcam_export.passes.fx.class_token import class_token_tail
+from onnxcam_export.passes.fx.decompositions import (
+    explain_decompositions,
+    folded_matmul,
+    max_pool2d_indices,
+    max_pool2d_indices_onnx,
 )
 from onnxcam_export.wrapper import ExplainWrapper
 
@@ -68,7 +61,7 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     differentiated score: the pre-softmax ``"logit"`` or the ``"softmax"`` probability.
     ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or ``"tokens"`` (a ViT
     sequence with a class token); detected when not given, NCHW otherwise. ``maps`` names
-    methods (see ``onnxcam_export.maps.IN_GRAPH_METHODS``) whose final heatmaps the graph
+    methods (see ``onnxcam_export.in_graph_maps.IN_GRAPH_METHODS``) whose final heatmaps the graph
     computes itself (default: Grad-CAM's), so the runtime does no work after the run for them;
     ``()`` for none. ``precision``
     ``"float16"`` writes fp16 weights, input and outputs (for GPUs; the class scores are
@@ -193,7 +186,11 @@ def _batch_symbolic(args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     windowed tensor then costs seconds of sympy: torchvision's Swin took ten minutes to trace."""
     from torch._dynamo.source import ConstantSource
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+    from torch.fx.experimental.symbolic_shapes import (
+        DimDynamic,
+        ShapeEnv,
+        StatelessSymbolicContext,
+    )
 
     mode = FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv())
     dynamic = ({0}, {0, 1}, {0})  # equal sizes share a symbol (N of input and targets)
@@ -217,7 +214,7 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
         with folded_matmul():
             graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
                             tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic(args))
-        broadcast_expands(graph)
+        passes.run_fx_passes(graph)
         return graph, args
 
     with quiet_loggers(_EXPORT_LOGGERS):
@@ -265,16 +262,7 @@ def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tupl
     if expanded:  # copies of weights at run time: memory that plain inference never needs
         raise OnnxcamError(f"graph expands {len(expanded)} constant(s) beyond their size, "
                            f"first: {expanded[0]}")
-    read_weights_in_place(onnx_model)
-    gather_class_channel_first(onnx_model)
-    drop_idle_layout_hints(onnx_model)
-    sink_ones_products(onnx_model)
-    globalize_pools(onnx_model)
-    pool_before_repeats(onnx_model)
-    rank_scalars(onnx_model)
-    fuse_activation_outputs(onnx_model, info.layers)
-    bound_target_ranks(onnx_model)
-    add_heatmaps(onnx_model, info)
+    passes.run_onnx_passes(onnx_model, info)
     return onnx_model
 
 
@@ -350,7 +338,7 @@ def _probabilities(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def _verify_heatmaps(outputs: dict[str, np.ndarray], info: ArtifactInfo) -> None:
-    """Each ``heatmaps/<m>`` and ``zero_maps/<m>`` equal onnxcam.methods.heatmaps of ``maps/<m>``
+    """Each ``heatmaps/<m>`` and ``zero_maps/<m>`` equal onnxcam.methods.maps.heatmaps of ``maps/<m>``
     (to float16 rounding in a float16 file)."""
     tolerance = 1e-4 if info.precision == "float32" else 2e-3
     for method in info.maps:

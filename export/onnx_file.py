@@ -18,10 +18,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from onnxcam import artifact
-from onnxcam.artifact import ArtifactInfo
 from onnxcam.errors import OnnxcamError, first_line
-from onnxcam.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PlainInput, describe_input
+from onnxcam.images.plain_input import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PlainInput,
+    describe_input,
+)
+from onnxcam.runtime import artifact
+from onnxcam.runtime.artifact import ArtifactInfo
 from onnxcam_export.onnx_reader import OnnxClassifier
 
 _CLASS_OPS = ("Softmax", "LogSoftmax")  # a final op of these is recognized and looked through
@@ -103,7 +108,7 @@ def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple
     converter left channels-last is not a map)."""
     import torch
 
-    from onnxcam_export.inspect import candidate_layers
+    from onnxcam_export.layers import candidate_layers
 
     return [(name, shape) for name, shape in candidate_layers(module, torch.randn(1, 3, *size))
             if shape[2] > 1 and shape[3] > 1]

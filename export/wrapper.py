@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from onnxcam_export.decompositions import ContiguousAdaptivePool, guided_relu
-from onnxcam_export.layouts import from_spatial, to_spatial
-from onnxcam_export.maps import in_graph_map
+from onnxcam_export.in_graph_maps import in_graph_map
+from onnxcam_export.layer_layouts import from_spatial, to_spatial
+from onnxcam_export.passes.fx.decompositions import ContiguousAdaptivePool, guided_relu
 
 
 class ExplainWrapper(nn.Module):
@@ -21,7 +21,7 @@ class ExplainWrapper(nn.Module):
     (implied by input gradients) the input itself is repeated and the whole network runs N*K times.
 
     ``head`` names the classifier layer (linear, or a 1x1 convolution) after which only
-    per-channel ops reach the logits (see ``onnxcam_export.inspect.channelwise_head``). The
+    per-channel ops reach the logits (see ``onnxcam_export.layers.channelwise_head``). The
     gradient of a logit score there is zero outside the class's channel, so its input gradient
     is that channel times the class's row of weights: no pass over every class's weights (in
     SqueezeNet a transposed convolution costing a quarter of the forward; in MobileNetV3-Small
@@ -36,7 +36,7 @@ class ExplainWrapper(nn.Module):
         super().__init__()
         if score not in ("logit", "softmax"):
             raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
-        self.maps = list(maps)  # methods of onnxcam_export.maps computed in the graph
+        self.maps = list(maps)  # methods of onnxcam_export.in_graph_maps computed in the graph
         self.model = model
         self.layers = list(layers)
         self.score = score

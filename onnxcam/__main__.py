@@ -1,5 +1,5 @@
 """``python -m onnxcam``."""
-from onnxcam.cli import main
+from onnxcam.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,4 +1,8 @@
-"""The one exception type onnxcam raises for problems a user can fix."""
+"""The one exception type onnxcam raises for problems a user can fix, and the one check of a
+count argument (batch sizes, samples, threads) that every layer shares."""
+from __future__ import annotations
+
+from typing import Optional
 
 
 class OnnxcamError(Exception):
@@ -11,3 +15,9 @@ def first_line(error: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(error).__name__
+
+
+def check_count(name: str, value: Optional[int], least: int = 1) -> None:
+    """Refuse a count below ``least`` in one line naming the argument (None: not given)."""
+    if value is not None and value < least:
+        raise OnnxcamError(f"{name}: must be at least {least}, got {value}")

@@ -1,38 +1,25 @@
-"""Shared fixtures: models exported once per test session."""
+"""Shared fixtures: models exported once per test session, and the synthetic explain-graph
+(tests/support/graphs.py) most runtime tests explain with."""
 from __future__ import annotations
 
 import pytest
 
+pytest.register_assert_rewrite("support")  # the helpers' asserts report their values too
 
-def digits_cnn():
-    """A small GAP CNN trained for a few seconds on sklearn's 8x8 digits."""
-    import torch
-    from sklearn.datasets import load_digits
-    from torch import nn
+from support.graphs import SyntheticModel, make_explain_graph  # noqa: E402  (after the rewrite is registered)
 
-    torch.manual_seed(0)
-    digits = load_digits()
-    images = digits.images / 16.0
-    x = torch.tensor((images[:, None].repeat(3, axis=1) - 0.5) / 0.5, dtype=torch.float32)
-    y = torch.tensor(digits.target)
-    model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(3, 16, 3, padding=1))
-    model.add_module("relu1", nn.ReLU())
-    model.add_module("pool", nn.MaxPool2d(2))
-    model.add_module("conv2", nn.Conv2d(16, 32, 3, padding=1))
-    model.add_module("relu2", nn.ReLU())
-    model.add_module("gap", nn.AdaptiveAvgPool2d(1))
-    model.add_module("flatten", nn.Flatten())
-    model.add_module("fc", nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(120):
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    accuracy = float((model(x).argmax(1) == y).float().mean())
-    return model, x[:16].numpy(), accuracy
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> SyntheticModel:
+    """The synthetic explain-graph at 24 x 32, five classes; class 2's Grad-CAM is all zero."""
+    return make_explain_graph(tmp_path_factory.mktemp("synthetic") / "model.onnx", negative_class=2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_explainer(synthetic):
+    from onnxcam import Explainer
+
+    return Explainer(synthetic.path, providers=["cpu"])
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +49,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lite0(tmp_path_factory):
     """The pretrained EfficientNet-Lite0 from PyPI, exported through the Python API."""
-    from onnxcam_export import models
-    from onnxcam_export import export
+    from onnxcam_export import export, models
 
     recipe = models.recipe("efficientnet_lite0")
     model = recipe.build("default").eval()

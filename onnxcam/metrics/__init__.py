@@ -20,7 +20,13 @@ import inspect
 
 from onnxcam.errors import OnnxcamError
 from onnxcam.metrics.base import Maps, Metric, MetricResult, Scene, Value
-from onnxcam.metrics.faithfulness import ROAD, ConfidenceChange, Deletion, Insertion, Removal
+from onnxcam.metrics.faithfulness import (
+    ROAD,
+    ConfidenceChange,
+    Deletion,
+    Insertion,
+    Removal,
+)
 from onnxcam.metrics.imputation import noisy_linear_imputation
 from onnxcam.metrics.localization import Localization, target_boxes
 

@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 import cv2
 import numpy as np
 
-from onnxcam.artifact import ArtifactInfo
-from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import Geometry, fit_pixels, input_transform, normalize
-from onnxcam.runner import Batch, target_scores
+from onnxcam.errors import OnnxcamError, check_count
+from onnxcam.images.geometry import Geometry, fit_pixels, input_transform, normalize
+from onnxcam.images.sources import image_stream, load_images
+from onnxcam.runtime.artifact import ArtifactInfo
+from onnxcam.runtime.runner import Batch, target_scores
+from onnxcam.runtime.targets import resolve_ranks, target_matrix
 
 if TYPE_CHECKING:
-    from onnxcam.explainer import Explainer
+    from onnxcam.api.explainer import Explainer
 
 HIGHER, LOWER = "higher", "lower"
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0  # the blurred copy (RISE's insertion substrate), in input pixels
@@ -68,19 +70,14 @@ class Scene:
         """Read and fit ``images`` (paths or RGB uint8 arrays, as for ``Explainer.explain``) and
         run them once. ``targets``: as for ``Explainer.explain`` (None: the ``top_k`` classes;
         a negative -r: the r-th ranked class)."""
-        from onnxcam.explainer import _image_stream, target_matrix
-
-        if forward_batch_size < 1:
-            raise OnnxcamError(f"forward_batch_size: must be at least 1, got {forward_batch_size}")
-        sources = list(_image_stream(images))
-        pixels, geometries = fit_pixels(explainer._load(sources), explainer.info)
+        check_count("forward_batch_size", forward_batch_size)
+        sources = list(image_stream(images))
+        pixels, geometries = fit_pixels(load_images(sources, explainer.max_pixels), explainer.info)
         rows = target_matrix(targets, top_k, len(pixels), explainer.num_classes)
         batch = Batch(normalize(pixels, explainer.info), rows, np.zeros((len(pixels), 0), np.float32),
                       {}, explainer.runner, forward_batch_size, progress)
         batch.logits = batch.logits_of_inputs("images", len(pixels), lambda a, b: batch.inputs[a:b])
-        ranked = np.argsort(-batch.logits.astype(np.float64), axis=1, kind="stable")
-        batch.classes = np.where(rows < 0, np.take_along_axis(ranked, np.maximum(-rows - 1, 0), axis=1),
-                                 rows)
+        batch.classes = resolve_ranks(batch.logits, rows)
         if names is None:
             names = [str(image) if isinstance(image, (str, os.PathLike)) else f"images[{i}]"
                      for i, image in enumerate(sources)]

@@ -8,7 +8,13 @@ import numpy as np
 
 from onnxcam.errors import OnnxcamError
 from onnxcam.metrics.base import (
-    HIGHER, LOWER, Maps, PerturbationMetric, Scene, Value, check_fill, pixel_count, relative_change,
+    HIGHER,
+    LOWER,
+    Maps,
+    PerturbationMetric,
+    Value,
+    check_fill,
+    relative_change,
 )
 from onnxcam.metrics.imputation import noisy_linear_imputation
 

@@ -1,14 +1,14 @@
 """Localization: does the map fall on the object? Scored against given boxes over the original
-image (pixel edges [x0, y0, x1, y1], x1 and y1 exclusive, as :class:`onnxcam.boxes.Box`)."""
+image (pixel edges [x0, y0, x1, y1], x1 and y1 exclusive, as :class:`onnxcam.render.boxes.Box`)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from onnxcam.boxes import THRESHOLD, Box, check_box_options, map_boxes
 from onnxcam.errors import OnnxcamError
 from onnxcam.metrics.base import HIGHER, Maps, Metric, Scene, Value
+from onnxcam.render.boxes import THRESHOLD, Box, check_box_options, map_boxes
 
 BoxList = Sequence[Sequence[float]]
 ImageBoxes = Union[None, BoxList, Mapping[int, BoxList]]  # for every target, or by class
@@ -71,7 +71,7 @@ class Localization(Metric):
 
     - *pointing* (Zhang et al. 2016): 100 when the map's maximum (the first in row-major order)
       lies within ``tolerance`` pixels of a box, else 0; the mean is the hit rate;
-    - *iou*: the IoU of the map's box (:func:`onnxcam.boxes.map_boxes`, largest segment at
+    - *iou*: the IoU of the map's box (:func:`onnxcam.render.boxes.map_boxes`, largest segment at
       ``threshold`` of the peak) with the best-matching given box;
     - *energy* (Score-CAM's energy-based pointing game): the share of the map's sum inside the
       union of the boxes, in percent; *least_energy*: the smallest share any one box holds (the

@@ -2,6 +2,6 @@
 
 ``app`` (routes, limits, errors), ``batching`` (micro-batching onto one onnxruntime run),
 ``models`` (a served model), ``params`` (request parameters), ``answers`` (response bodies),
-``metrics`` (Prometheus), ``command`` (the CLI options), ``page/`` (the browser page).
-Only ``command`` is imported by ``onnxcam.cli``; it loads the extra when the command runs.
+``metrics`` (Prometheus), ``server`` (uvicorn, workers, the graceful stop), ``page/`` (the
+browser page). Imports the API and render; its options live in :mod:`onnxcam.cli.serve`.
 """

@@ -6,9 +6,9 @@ from typing import Optional
 
 import numpy as np
 
-from onnxcam.boxes import Box
-from onnxcam.grid import explanation_view, figure
-from onnxcam.overlay import encode_png
+from onnxcam.render.boxes import Box
+from onnxcam.render.grid import explanation_view, figure
+from onnxcam.render.overlay import encode_png
 from onnxcam.serve.models import Explained
 from onnxcam.serve.params import ExplainOptions
 

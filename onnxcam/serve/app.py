@@ -19,7 +19,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from onnxcam.errors import OnnxcamError
-from onnxcam.imageops import DEFAULT_MAX_PIXELS, ImageTooLarge, UnsupportedImage, decode_image
+from onnxcam.images.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageTooLarge,
+    UnsupportedImage,
+    decode_image,
+)
 from onnxcam.serve.answers import json_answer, png_answer
 from onnxcam.serve.metrics import CONTENT_TYPE_LATEST, CountRequests, Metrics
 from onnxcam.serve.models import ServedModel
@@ -42,7 +47,7 @@ class ServeConfig:
     threads: Optional[int] = None
     providers: Optional[list[str]] = None
     spinning: bool = False
-    png_level: Optional[int] = 0  # overlay PNG compression (onnxcam.overlay.encode_png)
+    png_level: Optional[int] = 0  # overlay PNG compression (onnxcam.render.overlay.encode_png)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

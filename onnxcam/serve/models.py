@@ -7,9 +7,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from onnxcam.api.explainer import Explainer, ExplainResult
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import Explainer, ExplainResult
-from onnxcam.registry import METHODS
+from onnxcam.methods.registry import METHODS
 from onnxcam.serve.batching import MicroBatcher
 
 Payload = tuple[np.ndarray, np.ndarray]  # (RGB uint8 image, int64 [K] targets)

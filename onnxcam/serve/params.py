@@ -7,8 +7,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from onnxcam.api.explainer import Explainer
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import Explainer, target_matrix
+from onnxcam.runtime.targets import target_matrix
 
 MAX_TARGETS = 20  # classes explained per request
 PARAMETERS = ("model", "method", "top_k", "target", "format", "boxes", "raw", "alpha")
