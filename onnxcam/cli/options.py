@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from onnxcam.errors import OnnxcamError
+from onnxcam.errors import OnnxcamError, check_count
 from onnxcam.images.decode import DEFAULT_MAX_PIXELS
 from onnxcam.images.plain_input import Preprocessing, read_labels
 from onnxcam.runtime.session import provider_list
@@ -94,12 +94,10 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def require_at_least_one(args: argparse.Namespace, *options: str) -> None:
-    """Each named integer option at least 1."""
+    """Each named count option at least 1, checked before any image (the message names the
+    API argument; :func:`option_wording` turns it into the option)."""
     for option in options:
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            raise OnnxcamError(f"{OPTION_NAMES.get(option, '--' + option.replace('_', '-'))}: "
-                               f"must be at least 1, got {value}")
+        check_count(option, getattr(args, option))
 
 
 def add_preprocessing_arguments(parser: argparse.ArgumentParser, size_and_labels: bool = False) -> None:
