@@ -14,22 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxcam_export.exporter import export_plain  # noqa: F401  (the benchmarks' plain baseline)
+
 HEAD_FAMILIES = ("vgg", "alexnet")  # a large fully-connected head: its own file, timed apart
-
-
-def export_plain(model, x, path: Path) -> None:
-    """The model alone, exported as the explain-graph is (dynamo, opset 18, IR <= 10)."""
-    import onnx
-    import torch
-
-    from onnxcam_export.exporter import MAX_IR_VERSION
-
-    program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, verbose=False,
-                                input_names=["input"], output_names=["logits"],
-                                dynamic_shapes=({0: torch.export.Dim("N")},))
-    proto = program.model_proto
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    onnx.save(proto, str(path))
 
 
 def _head(model):

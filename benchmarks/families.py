@@ -64,7 +64,7 @@ def _run_export(name: str, folder: Path, batch: int, spinning: bool) -> dict:
     return json.loads(result.read_text())
 
 
-def _combine(runs: list[dict]) -> dict:
+def combine_rounds(runs: list[dict]) -> dict:
     """One contender's rounds as one result: the median of the rounds' medians (and of their
     peak RSS), each round's median kept; unavailable when any round was."""
     failed = next((run for run in runs if not run["available"]), None)
@@ -94,7 +94,7 @@ def _time(config: dict, name: str, files: dict[str, str], folder: Path) -> dict[
             for label, result in interleave(jobs, folder).items():
                 runs[label].append(result)
         for label, rounds in runs.items():
-            result = results[label][str(batch)] = _combine(rounds)
+            result = results[label][str(batch)] = combine_rounds(rounds)
             shown = (f"{result['median_ms']:.2f} ms (rounds {', '.join(f'{m:.2f}' for m in result['rounds_ms'])}), "
                      f"peak RSS {result['peak_rss_mb']:.0f} MB" if result["available"] else result["reason"])
             print(f"  {name:<34} {label:<16} batch {batch:<3} {shown}", file=sys.stderr, flush=True)

@@ -28,33 +28,38 @@ from onnxcam.runtime.session import session_options  # noqa: E402
 
 def split(name: str, batch: int, runs: int) -> dict[str, float]:
     """Median milliseconds of plain inference, the explain-graph run and explain, at ``batch``,
-    and the medians of each round's ratios to plain (``graph/plain``, ``explain/plain``). The
-    order of the three turns each round: a run right after another of the same session finds
-    that session's weights in cache, which would favour whichever always came second."""
+    and the medians of each round's ratios to plain (``graph/plain``, ``explain/plain``), for
+    zoo model ``name`` exported with random weights."""
     with tempfile.TemporaryDirectory(prefix="onnxcam-split-") as folder:
         files = export_model(name, Path(folder), batch)["files"]
-        x = np.load(files["input"])
-        plain = onnxruntime.InferenceSession(files["plain"], session_options(2, False),
-                                             providers=["CPUExecutionProvider"])
-        explainer = Explainer(files["explain"], providers=["CPUExecutionProvider"], threads=2, spinning=False)
-        fetch = [LOGITS, TARGET_INDICES, *explainer.method("gradcam").fetch(explainer.info)]
-        targets = np.full((batch, 1), -1, np.int64)
-        contenders = {
-            "plain": lambda: plain.run(None, {plain.get_inputs()[0].name: x}),
-            "graph": lambda: explainer.runner.run(fetch, x, targets),
-            "explain": lambda: explainer.explain(x, normalized=True, batch_size=batch),
-        }
-        times: dict[str, list[float]] = {key: [] for key in contenders}
-        for run in contenders.values():  # warm-up
-            for _ in range(5):
-                run()
-        keys = list(contenders)
-        for round_ in range(runs):
-            turn = round_ % len(keys)
-            for key in keys[turn:] + keys[:turn]:
-                start = time.perf_counter()
-                contenders[key]()
-                times[key].append(time.perf_counter() - start)
+        return split_files(files["plain"], files["explain"], np.load(files["input"]), runs)
+
+
+def split_files(plain_path: str, explain_path: str, x: np.ndarray, runs: int) -> dict[str, float]:
+    """``split`` of a plain file and its explain-graph on the batch ``x``. The order of the three
+    turns each round: a run right after another of the same session finds that session's
+    weights in cache, which would favour whichever always came second."""
+    batch = len(x)
+    plain = onnxruntime.InferenceSession(plain_path, session_options(2, False), providers=["CPUExecutionProvider"])
+    explainer = Explainer(explain_path, providers=["CPUExecutionProvider"], threads=2, spinning=False)
+    fetch = [LOGITS, TARGET_INDICES, *explainer.method("gradcam").fetch(explainer.info)]
+    targets = np.full((batch, 1), -1, np.int64)
+    contenders = {
+        "plain": lambda: plain.run(None, {plain.get_inputs()[0].name: x}),
+        "graph": lambda: explainer.runner.run(fetch, x, targets),
+        "explain": lambda: explainer.explain(x, normalized=True, batch_size=batch),
+    }
+    times: dict[str, list[float]] = {key: [] for key in contenders}
+    for run in contenders.values():  # warm-up
+        for _ in range(5):
+            run()
+    keys = list(contenders)
+    for round_ in range(runs):
+        turn = round_ % len(keys)
+        for key in keys[turn:] + keys[:turn]:
+            start = time.perf_counter()
+            contenders[key]()
+            times[key].append(time.perf_counter() - start)
     ms = {key: 1e3 * statistics.median(values) for key, values in times.items()}
     for key in ("graph", "explain"):
         ms[f"{key}/plain"] = statistics.median(a / b for a, b in zip(times[key], times["plain"]))

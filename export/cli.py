@@ -13,6 +13,7 @@ from onnxcam.errors import OnnxcamError
 from onnxcam.images.plain_input import read_labels
 from onnxcam.runtime.artifact import DEFAULT_MAPS
 from onnxcam.runtime.model_files import model_file
+from onnxcam_export.int8 import CALIBRATION_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights, input and outputs (for GPUs; see the README)")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantize to INT8 (static QDQ, per-channel weights) while exporting; needs --calibration")
+    parser.add_argument("--calibration", metavar="DIR", help="--int8: images to calibrate the quantization on")
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+                        help="--int8: how activation ranges are chosen (default minmax)")
     add_preprocessing_arguments(parser)
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--list", action="store_true", help="list the model names and exit")
@@ -59,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise OnnxcamError("export: name a MODEL (see `onnxcam export --list`)")
+    if args.int8 != bool(args.calibration):
+        raise OnnxcamError("--int8 needs --calibration DIR (the images to calibrate on)" if args.int8
+                           else "--calibration: only with --int8")
+    if args.int8 and args.fp16:
+        raise OnnxcamError("--int8 and --fp16 exclude each other")
     if args.model.lower().endswith(".onnx"):
         return _export_onnx_file(args)
     given = [option for option, value in preprocessing_options(args).items() if value is not None]
@@ -80,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else model_file(args.model)
     labels = read_labels(args.labels) if args.labels else recipe.labels()
+    if args.int8:
+        return _export_int8(args, model, recipe, size, labels, output)
     layers = args.layer_names or recipe.layers
     started = time.perf_counter()
     info = export(model, output, target_layers=layers, input_size=size,
@@ -116,16 +129,53 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
     if output.resolve() == source.resolve():
         raise OnnxcamError(f"-o: {output} is the source file itself; name another output")
     started = time.perf_counter()
-    info = export_onnx_file(
-        source, output, args.layer_names, input_size=args.input_size,
+    options = dict(
+        target_layers=args.layer_names, input_size=args.input_size,
         mean=prep.get("mean", IMAGENET_MEAN), std=prep.get("std", IMAGENET_STD), scale=prep.get("scale", 1),
         channels=prep.get("channels", "rgb"), layout=prep.get("layout"),
         labels=read_labels(args.labels) if args.labels else None, output=prep.get("output"),
-        guided=args.guided, plain_input_gradient=args.input_gradient, score=args.score,
-        resize=args.resize, opset=args.opset, maps=args.maps,
-        precision="float16" if args.fp16 else "float32")
+        **_explain_options(args))
+    if args.int8:
+        from onnxcam_export.int8 import export_int8
+
+        info = export_int8(source, output, args.calibration, args.calibration_method, **options)
+    else:
+        info = export_onnx_file(source, output, precision="float16" if args.fp16 else "float32", **options)
+    _report(output, info, started)
+    return 0
+
+
+def _explain_options(args: argparse.Namespace) -> dict:
+    """What the file computes, as export_onnx_file's options."""
+    return dict(guided=args.guided, plain_input_gradient=args.input_gradient, score=args.score,
+                resize=args.resize, opset=args.opset, maps=args.maps)
+
+
+def _report(output: Path, info, started: float) -> None:
+    """The one JSON line an export of a file prints."""
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
                       "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
                       "softmax_output": info.extra.get("onnx_softmax"),
+                      **({"quantization": info.quantization} if info.quantization else {}),
                       "seconds": round(time.perf_counter() - started, 1)}))
+
+
+def _export_int8(args: argparse.Namespace, model, recipe, size: tuple[int, int], labels, output: Path) -> int:
+    """`onnxcam export NAME --int8`: the zoo model saved as a plain float file, then quantized and
+    exported (its target layer: --layer as a tensor name of the INT8 file, else the last spatial one)."""
+    import tempfile
+
+    import torch
+
+    from onnxcam_export.exporter import export_plain
+    from onnxcam_export.int8 import export_int8
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        plain = Path(folder) / f"{args.model}.onnx"
+        export_plain(model.eval(), torch.randn(2, 3, *size), plain)
+        info = export_int8(plain, output, args.calibration, args.calibration_method, target_layers=args.layer_names,
+                           input_size=size, mean=recipe.mean, std=recipe.std, labels=labels,
+                           resize_size=recipe.resize_size if args.resize == "crop" else None, **_explain_options(args))
+    _report(output, info, started)
     return 0

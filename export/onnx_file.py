@@ -27,7 +27,9 @@ from onnxcam.images.plain_input import (
 )
 from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import ArtifactInfo
+from onnxcam_export.checks import check_fusion
 from onnxcam_export.onnx_reader import OnnxClassifier
+from onnxcam_export.qoperator import is_qoperator, to_qdq
 
 _CLASS_OPS = ("Softmax", "LogSoftmax")  # a final op of these is recognized and looked through
 _SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Identity")
@@ -50,6 +52,7 @@ class OnnxSource:
     output: str  # the file output read
     logits: str  # the tensor taken as logits: the output, or the input of its final softmax
     softmax: bool  # the output is a (log-)softmax of ``logits``
+    form: Optional[str] = None  # of an INT8 file: "qdq", or "qoperator" (``model`` is then its QDQ rewrite)
 
 
 def read_source(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
@@ -77,8 +80,13 @@ def read_source(path: str | Path, output: Optional[str] = None, layout: Optional
     output = output or outputs[0]
     if output not in outputs:
         raise OnnxcamError(f"--output-name: {path} has no output {output!r} (it has {', '.join(outputs)})")
+    form = None
+    if is_qoperator(model):
+        model, form = to_qdq(model), "qoperator"
+    elif any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        form = "qdq"
     logits, softmax = _logits_behind(model, output)
-    return OnnxSource(path, model, image, output, logits, softmax)
+    return OnnxSource(path, model, image, output, logits, softmax, form)
 
 
 def _logits_behind(model, output: str) -> tuple[str, bool]:
@@ -147,35 +155,40 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     module = classifier(source, channels)
     order = slice(None, None, -1) if channels == "BGR" else slice(None)
     target_layers = list(target_layers or [default_target(module, source.image.size)])
+    quantization = module.quantization()
+    if quantization is not None:
+        quantization = {"form": source.form, **quantization, **options.pop("quantization", {})}
     info = export(module, out, target_layers, input_size=source.image.size,
                   mean=list(mean)[order], std=list(std)[order], labels=labels,
-                  source=f"onnx:{source.path.name}", verify=verify, **options)
-    info = _with_scale(Path(out), info, scale, source)
-    if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
-        try:
-            check_against_file(Path(out), source, info, channels)
-        except OnnxcamError:
-            Path(out).unlink(missing_ok=True)
-            raise
-    return info
-
-
-def _with_scale(out: Path, info: ArtifactInfo, scale: int, source: OnnxSource) -> ArtifactInfo:
-    """Store the pixel scale and what the file itself takes in the written file's metadata."""
-    import onnx
-
+                  source=f"onnx:{source.path.name}", verify=verify, quantization=quantization, **options)
     info.scale = scale
     info.extra = {**info.extra, "onnx_input": source.image.name, "onnx_layout": source.image.layout,
                   "onnx_output": source.output, "onnx_softmax": source.softmax}
+    if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
+        try:
+            check_against_file(Path(out), source, info, channels)
+            if info.quantization is not None:
+                info.quantization["integer_kernels"] = check_fusion(source.model, out, info.layers,
+                                                                   info.plain_input_gradient)
+        except OnnxcamError:
+            Path(out).unlink(missing_ok=True)
+            raise
+    store_metadata(Path(out), info)
+    return info
+
+
+def store_metadata(out: Path, info: ArtifactInfo) -> None:
+    """Write ``info`` as the metadata of the explain-graph ``out``."""
+    import onnx
+
     model = onnx.load(str(out))
     for entry in model.metadata_props:
         if entry.key == artifact.METADATA_KEY:
             entry.value = info.to_json()
     onnx.save(model, str(out))
-    return info
 
 
-def _file_layout(x: np.ndarray, image: PlainInput, channels: str) -> np.ndarray:
+def file_input(x: np.ndarray, image: PlainInput, channels: str) -> np.ndarray:
     """An explain-graph input [N, 3, H, W] (RGB) as the file takes it."""
     x = x[:, ::-1] if channels == "BGR" else x
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if image.layout == "NHWC" else x)
@@ -233,7 +246,7 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     names += [artifact.PLAIN_INPUT_GRADIENTS] if info.plain_input_gradient else []
     got = dict(zip(names, graph.run(names, feeds)))
     batch = source.image.batch or 1
-    file_x = np.repeat(_file_layout(x, source.image, channels), batch, axis=0)
+    file_x = np.repeat(file_input(x, source.image, channels), batch, axis=0)
     shapes = {}
 
     def run(shifts: dict[str, np.ndarray], image: np.ndarray = file_x) -> list[np.ndarray]:
@@ -248,7 +261,7 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     base = run({})
     shapes.update({layer: base[1 + i].shape for i, layer in enumerate(info.layers)})
     logits = base[0].reshape(batch, -1)[:1]
-    if _relative(got[artifact.LOGITS], logits) > LOGITS_ERROR:
+    if not _close(got[artifact.LOGITS], logits, info):
         raise OnnxcamError(f"export check failed: the explain-graph's logits differ from {source.path.name}'s "
                            f"(relative error {_relative(got[artifact.LOGITS], logits):.1e})")
     target = int(got[artifact.TARGET_INDICES][0, 0])
@@ -263,14 +276,16 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     for i, layer in enumerate(info.layers):
         activation = base[1 + i][:1]
         if activation.shape != got[artifact.activation_name(layer)].shape or \
-                _relative(got[artifact.activation_name(layer)], activation) > LOGITS_ERROR:
+                not _close(got[artifact.activation_name(layer)], activation, info):
             raise OnnxcamError(f"export check failed: activations of {layer!r} differ from the file's tensor")
+        if info.quantization is not None:
+            continue  # an INT8 file's score is a step function; the exporter's check compared the STE
         gradient = got[artifact.gradient_name(layer)][0, 0].astype(np.float64)
         _check_directions(layer, gradient, activation, lambda shift: score(run({layer: shift})), rng, source)
-    if info.plain_input_gradient:
+    if info.plain_input_gradient and info.quantization is None:
         def input_score(shift: np.ndarray) -> float:
             moved = file_x.copy()
-            moved[:1] += _file_layout(shift[:1], source.image, channels)
+            moved[:1] += file_input(shift[:1], source.image, channels)
             return score(run({}, moved))
 
         _check_directions(artifact.INPUT, got[artifact.PLAIN_INPUT_GRADIENTS][0, 0].astype(np.float64), x,
@@ -300,6 +315,18 @@ def _finite_difference(score, v: np.ndarray, step: float, shape: tuple[int, ...]
     """Central difference of ``score(shift)`` along ``v``, for shifts of ``shape`` [1, ...]."""
     shift = (step * v).astype(np.float32).reshape(shape)
     return (score(shift) - score(-shift)) / (2 * step)
+
+
+def _close(got: np.ndarray, expected: np.ndarray, info: ArtifactInfo) -> bool:
+    """A forward value of the explain-graph against the file's: relative L2 <= LOGITS_ERROR; for
+    an INT8 file, the exporter's tolerance of quantized values (QUANTIZED_VALUES: where the
+    backward crosses a quantize-dequantize pair, the graph runs the op before it in float, and
+    that rounds where the file's integer kernel requantizes)."""
+    from onnxcam_export.exporter import QUANTIZED_VALUES, agrees
+
+    if info.quantization is None:
+        return _relative(got, expected) <= LOGITS_ERROR
+    return agrees(got, expected.reshape(got.shape), *QUANTIZED_VALUES)
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:

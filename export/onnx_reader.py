@@ -10,6 +10,12 @@ exporter traces. Each float tensor the graph computes is the output of an identi
 named exactly as the tensor (``relu_16``, ``Relu_48:0``), so the exporter's forward hooks
 address target layers by their ONNX tensor names.
 
+An INT8 file's ``QuantizeLinear -> DequantizeLinear`` pairs become one
+:data:`~onnxcam_export.quantization.fake_quantize` each and a ``DequantizeLinear`` of integer
+weights one :data:`~onnxcam_export.quantization.dequantize` (never folded: onnxruntime's integer
+kernels read the integers); their scales must be constant, finite and nonzero. Dynamic
+quantization (:data:`REFUSED`) is refused naming the op and what to do instead.
+
 An op outside :data:`OPS` raises :class:`OnnxcamError` naming the op and the node while the
 module is built; an attribute form the reader does not implement raises the same kind of error
 at the first forward pass (which the exporter makes before anything is written).
@@ -17,6 +23,7 @@ at the first forward pass (which the exporter makes before anything is written).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnxcam.errors import OnnxcamError
+from onnxcam_export.quantization import INTEGER_RANGES, dequantize, fake_quantize
 
 _FLOAT_TYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
 _INT_TYPES = {6: torch.int32, 7: torch.int64, 2: torch.uint8, 3: torch.int8, 4: torch.uint16,
@@ -507,6 +515,67 @@ def _unary(fn: Callable):
     return lambda node, x: fn(x)
 
 
+class Quantized:
+    """The integer output of a ``QuantizeLinear`` on a computed tensor: ``x`` and its
+    quantization, waiting for the ``DequantizeLinear`` that makes the pair one
+    :data:`~onnxcam_export.quantization.fake_quantize` (made once, however many read it)."""
+
+    def __init__(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, floor: bool):
+        self.x, self.scale, self.zero_point, self.axis = x, scale, zero_point, axis
+        self.floor = floor  # the zero point is the integer type's least value: no negative values
+        self.pair: Optional[torch.Tensor] = None
+
+    def dequantized(self) -> torch.Tensor:
+        if self.pair is None:
+            self.pair = fake_quantize(self.x, self.scale, self.zero_point, self.axis, self.floor)
+        return self.pair
+
+
+def _quantization(node: Node, x, scale, zero_point, integer: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Scale, zero point (default: zero of ``integer``) and axis of a Q/DQ node."""
+    scale = _tensor(scale).to(torch.float32)
+    if zero_point is None:
+        zero_point = torch.zeros((), dtype=integer)
+    elif isinstance(zero_point, Ints):
+        zero_point = _tensor(zero_point).to(torch.int32)
+    if scale.numel() == 1:
+        return scale.reshape(()), zero_point.reshape(()), 1
+    if node.opset < 13:
+        raise node.fail("per-channel scales need opset 13 or later")
+    return scale, zero_point.reshape(-1).expand(scale.shape[0]).contiguous(), \
+        int(node.get("axis", 1)) % max(_tensor(x).dim(), 1)
+
+
+def _quantize_linear(node: Node, x, scale, zero_point=None, constant: bool = False):
+    """A constant (weights) quantized now; a computed tensor as :class:`Quantized`."""
+    if node.get("block_size", 0):
+        raise node.fail("blocked quantization is not supported")
+    scale, zero_point, axis = _quantization(node, x, scale, zero_point, torch.uint8)
+    if zero_point.dtype not in INTEGER_RANGES or zero_point.dtype == torch.int32:
+        raise node.fail(f"quantization to {zero_point.dtype} is not supported (uint8 and int8 are)")
+    if not constant:
+        if zero_point.dtype == torch.int8:  # the same numbers as uint8 with the zero point 128 up:
+            # onnxruntime's x86 kernels fuse uint8 activations, int8 ones only in part
+            zero_point = (zero_point.to(torch.int16) + 128).to(torch.uint8)
+        return Quantized(x, scale, zero_point, axis, node.attrs["_floor"])
+    qmin, qmax = INTEGER_RANGES[zero_point.dtype]
+    shape = [1] * x.dim() if scale.dim() else []
+    if shape:
+        shape[axis] = -1
+    q = torch.round(x / scale.reshape(shape)) + zero_point.reshape(shape).to(torch.float32)
+    return q.clamp(qmin, qmax).to(zero_point.dtype)
+
+
+def _dequantize_linear(node: Node, x, scale, zero_point=None):
+    if node.get("block_size", 0):
+        raise node.fail("blocked quantization is not supported")
+    if isinstance(x, Quantized):  # the pair's parameters match (checked while the module is built)
+        return x.dequantized()
+    x = _tensor(x).to(torch.int32) if isinstance(x, Ints) else x
+    scale, zero_point, axis = _quantization(node, x, scale, zero_point, x.dtype)
+    return dequantize(x, scale, zero_point.to(x.dtype), axis)
+
+
 def _identity(node: Node, x, *rest):
     return x
 
@@ -542,7 +611,73 @@ OPS: dict[str, Callable] = {
     "Slice": _slice, "Split": _split, "Cast": _cast, "Constant": _constant,
     "ConstantOfShape": _constant_of_shape, "Expand": _expand, "Identity": _identity,
     "Dropout": _dropout, "Reshape": _reshape,
+    "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
 }
+# ops the reader knows and refuses, with what to do instead
+REFUSED = {
+    op: "dynamic quantization (quantize_dynamic) computes its scales while it runs and is not supported; "
+        "quantize statically instead (onnxcam export MODEL --int8 --calibration DIR, or "
+        "onnxruntime.quantization.quantize_static in QDQ form)"
+    for op in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat", "DynamicQuantizeLSTM")
+}
+_NOT_FOLDED = ("DequantizeLinear",)  # kept as nodes: onnxruntime's integer kernels read their inputs
+
+
+def _dequantize_head(nodes: list[Node], constants: dict[str, Value], logits: str) -> list[Node]:
+    """The nodes less the ``DequantizeLinear`` of the weight and bias of the classifier ``Gemm``
+    (the one the logits come from, through pairs and reshapes), whose float values join
+    ``constants``: the head then reads float weights, so the reader makes it an ``nn.Linear``
+    (CAM finds it, the exporter's head shortcut applies). onnxruntime would run it in float
+    anyway, as the clipping mask of the logits' pair reads its output."""
+    producer = {name: node for node in nodes for name in node.outputs}
+    node = producer.get(logits)
+    while node is not None and node.op in ("QuantizeLinear", "DequantizeLinear", "Reshape", "Flatten",
+                                           "Squeeze", "Identity") and node.inputs[0] not in constants:
+        node = producer.get(node.inputs[0])
+    if node is None or node.op != "Gemm":
+        return nodes
+    readers = Counter(name for n in nodes for name in n.inputs)
+    folded = []
+    for name in node.inputs[1:3]:
+        source = producer.get(name)
+        if source is not None and source.op == "DequantizeLinear" and readers[name] == 1 \
+                and all(i in constants for i in source.inputs if i):
+            constants[name] = _dequantize_linear(source, *(constants[i] if i else None for i in source.inputs))
+            folded.append(source)
+    return [n for n in nodes if all(n is not f for f in folded)]
+
+
+def _check_scale(node: Node, scale: Optional[Value]) -> None:
+    """A Q/DQ node's scale: a constant, finite and nonzero."""
+    if scale is None:
+        raise node.fail("its scale is computed while the graph runs; only constant scales are supported")
+    values = _tensor(scale).to(torch.float64)
+    if not bool(torch.isfinite(values).all()) or bool((values == 0).any()):
+        raise node.fail(f"its scale {node.inputs[1]!r} holds zero or non-finite values; the file is not a "
+                        "valid quantized model")
+
+
+def _check_pairs(nodes: list[Node], constants: dict[str, Value]) -> None:
+    """Every computed QuantizeLinear is read by DequantizeLinear nodes alone, with its own
+    scale, zero point and axis."""
+    quantized = {node.outputs[0]: node for node in nodes if node.op == "QuantizeLinear"}
+
+    def parameters(node: Node) -> list:
+        values = [_tensor(constants[name]) if name in constants else None for name in node.inputs[1:3]]
+        return [*(v.to(torch.float64).reshape(-1).tolist() if v is not None else [0] for v in values),
+                node.get("axis", 1) if values[0].numel() > 1 else None]
+
+    for node in nodes:
+        source = next((quantized[name] for name in node.inputs if name in quantized), None)
+        if source is None:
+            continue
+        if node.op != "DequantizeLinear":
+            raise node.fail(f"reads the integers of QuantizeLinear node {source.name!r}; only "
+                            "DequantizeLinear may (ops on integer tensors are not supported)")
+        if parameters(node) != parameters(source):
+            raise node.fail(f"dequantizes with another scale or zero point than QuantizeLinear node "
+                            f"{source.name!r} (requantization is not supported)")
 
 
 class _Tap(nn.Identity):
@@ -566,9 +701,12 @@ class OnnxClassifier(nn.Module):
         self.input_name, self.logits = input_name, logits
         self.input_layout, self.channels, self.fixed_batch = input_layout, channels, fixed_batch
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-        foreign = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+        foreign = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
         if foreign:
-            raise OnnxcamError(f"ONNX ops outside the default domain are not supported: {', '.join(foreign)}")
+            ops = sorted({f"{n.domain}::{n.op_type}" for n in foreign})
+            raise OnnxcamError(f"ONNX op {foreign[0].domain}::{foreign[0].op_type} (node "
+                               f"{foreign[0].name or foreign[0].output[0]!r}) is outside the default domain "
+                               f"and not supported (the file has: {', '.join(ops)})")
         constants: dict[str, Value] = {t.name: _from_proto(t) for t in model.graph.initializer}
         nodes = [Node(proto, opset) for proto in model.graph.node]
         needed = self._needed(nodes, logits)
@@ -577,6 +715,8 @@ class OnnxClassifier(nn.Module):
         for node in nodes:
             if not needed.intersection(node.outputs):
                 continue
+            if node.op in REFUSED:
+                raise node.fail(REFUSED[node.op])
             if node.op not in OPS:
                 raise node.fail("is not supported by onnxcam's ONNX reader")
             if any(name in needed for name in node.outputs[1:] if name) and node.op != "Split":
@@ -587,17 +727,26 @@ class OnnxClassifier(nn.Module):
                 raise node.fail(f"reads {missing[0]!r}, which is neither the image input, a constant "
                                 "nor computed by the graph")
             known.update(node.outputs)
-            if all(name in constants for name in present):
+            if node.op in ("QuantizeLinear", "DequantizeLinear"):
+                _check_scale(node, constants.get(node.inputs[1]))
+            if node.op == "QuantizeLinear":  # whether the zero point is the least integer (see Quantized)
+                zero = constants.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+                node.attrs["_floor"] = zero is None or bool((_tensor(zero) == INTEGER_RANGES.get(
+                    _tensor(zero).dtype, (None,))[0]).all())
+            if all(name in constants for name in present) and node.op not in _NOT_FOLDED:
                 outputs = self._call(node, [constants.get(name) if name else None for name in node.inputs],
                                      folding=True)
                 constants.update({name: _to_ints(v) if isinstance(v, torch.Tensor) else v
                                   for name, v in zip(node.outputs, outputs)})
             else:
                 self.nodes.append(node)
+        self.nodes = _dequantize_head(self.nodes, constants, logits)
+        _check_pairs(self.nodes, constants)
         self._constants = {}
         holder = nn.Module()
         for i, (name, value) in enumerate(constants.items()):
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
+            if isinstance(value, torch.Tensor) and value.numel() > 1 and (
+                    value.is_floating_point() or value.dtype in INTEGER_RANGES):
                 holder.register_buffer(f"c{i}", value.contiguous())
                 self._constants[name] = f"c{i}"
             else:
@@ -609,11 +758,34 @@ class OnnxClassifier(nn.Module):
             if linear is not None:
                 self._linears[id(node)] = f"{LINEARS}{len(self._linears)}"
                 self._modules[self._linears[id(node)]] = linear
-        dynamic = {name for node in self.nodes for name in node.outputs if name}
-        for name in sorted(dynamic):
+        dynamic = {input_name}  # the tensors computed from the image (not the dequantized weights)
+        for node in self.nodes:
+            if dynamic.intersection(node.inputs):
+                dynamic.update(name for name in node.outputs if name)
+        for name in sorted(dynamic - {input_name}):
             if name == CONSTANTS:
                 raise OnnxcamError(f"ONNX tensor name {name!r} is reserved by onnxcam")
             self._modules[name] = _Tap()  # tensor names may hold dots: no add_module
+        self._taps = dynamic - {input_name}
+
+    def quantization(self) -> Optional[dict]:
+        """How the file is quantized (None for a float file): the integer types of its
+        activations and weights, and whether the weights have per-channel scales."""
+        pairs = [node for node in self.nodes if node.op == "QuantizeLinear"]
+        weights = [node for node in self.nodes if node.op == "DequantizeLinear"
+                   and node.inputs[0] in self._constants]
+        if not pairs and not weights:
+            return None
+
+        def types(nodes: list[Node], position: int) -> list[str]:
+            found = {str(_tensor(self._constant(node.inputs[position])).dtype).replace("torch.", "")
+                     for node in nodes if len(node.inputs) > position and node.inputs[position]}
+            return sorted(found) or ["uint8"]
+
+        weights = [node for node in weights if not isinstance(self._constant(node.inputs[0]), Ints)
+                   and self._constant(node.inputs[0]).dtype != torch.int32]  # not the biases
+        return {"activations": types(pairs, 2), "weights": types(weights, 0) if weights else [],
+                "per_channel": any(_tensor(self._constant(node.inputs[1])).numel() > 1 for node in weights)}
 
     def _linear(self, node: Node) -> Optional[nn.Linear]:
         """An nn.Linear computing a Gemm node whose weight (and bias) are constant."""
@@ -657,6 +829,8 @@ class OnnxClassifier(nn.Module):
         try:
             if node.op == "Reshape":
                 out = _reshape(node, *args, fixed_batch=None if folding else self.fixed_batch)
+            elif node.op == "QuantizeLinear":
+                out = _quantize_linear(node, *args, constant=folding)
             else:
                 out = OPS[node.op](node, *args)
         except OnnxcamError:
@@ -690,7 +864,7 @@ class OnnxClassifier(nn.Module):
                         for name in node.inputs]
                 outputs = self._call(node, args)
             for name, value in zip(node.outputs, outputs):
-                if name and isinstance(value, torch.Tensor) and value.is_floating_point():
+                if name in self._taps and isinstance(value, torch.Tensor) and value.is_floating_point():
                     value = self._modules[name](value)
                 env[name] = value
         out = env[self.logits] if self.logits in env else _tensor(self._constant(self.logits))

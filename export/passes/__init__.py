@@ -27,6 +27,7 @@ from onnxcam_export.passes.fx.broadcasts import broadcast_expands
 from onnxcam_export.passes.onnx.activation_outputs import fuse_activation_outputs
 from onnxcam_export.passes.onnx.append_heatmaps import add_heatmaps
 from onnxcam_export.passes.onnx.class_channel import gather_class_channel_first
+from onnxcam_export.passes.onnx.dequantized_weights import float_backward_weights
 from onnxcam_export.passes.onnx.global_pools import globalize_pools
 from onnxcam_export.passes.onnx.idle_channel_scales import drop_idle_layout_hints
 from onnxcam_export.passes.onnx.ones_products import sink_ones_products
@@ -50,6 +51,8 @@ class OnnxPass:
 FX_PASSES: tuple[Callable[[fx.GraphModule], object], ...] = (broadcast_expands,)
 
 ONNX_PASSES: tuple[OnnxPass, ...] = (
+    OnnxPass("dequantized_weights", lambda model, info: float_backward_weights(model),
+             when="the file is INT8 (quantized)", applies=lambda info: info.quantization is not None),
     OnnxPass("weight_views", lambda model, info: read_weights_in_place(model)),
     OnnxPass("class_channel", lambda model, info: gather_class_channel_first(model)),
     OnnxPass("idle_channel_scales", lambda model, info: drop_idle_layout_hints(model)),

@@ -9,7 +9,8 @@ from typing import Optional
 # files of version 1 read as scale 1, RGB, NCHW (what they always were)
 # 3: ``target_probs``; in-graph maps also give ``heatmaps/<m>`` and ``zero_maps/<m>``, and
 # ``maps/<m>`` holds the raw map at the resolution the runtime's own raw maps have
-FORMAT_VERSION = 3
+# 4: ``quantization``: how an INT8 file is quantized (null for float files)
+FORMAT_VERSION = 4
 METADATA_KEY = "onnxcam"
 
 INPUT = "input"
@@ -76,6 +77,7 @@ class ArtifactInfo:
     layouts: dict = field(default_factory=dict)  # layer -> "nhwc" | "tokens" where not NCHW
     maps: list = field(default_factory=list)  # methods whose maps the graph computes (map_name)
     precision: str = "float32"  # of the weights, the input and the float outputs: or "float16"
+    quantization: Optional[dict] = None  # of an INT8 file: its form, integer types, fused kernels, calibration
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks.contenders import GRADCAM, PLAIN, Job
-from benchmarks.families import HEAD, _combine, rows, table
+from benchmarks.families import HEAD, combine_rounds, rows, table
 from benchmarks.side_by_side import interleave
 from support.paths import ROOT
 
@@ -39,11 +39,11 @@ def test_rows_hold_ratios_against_their_targets():
 
 def test_rounds_combine_to_the_median_of_their_medians():
     rounds = [_timed(5.0, 120.0), _timed(9.0, 100.0), _timed(4.0, 110.0)]
-    combined = _combine(rounds)
+    combined = combine_rounds(rounds)
     assert combined["median_ms"] == 5.0 and combined["rounds_ms"] == [5.0, 9.0, 4.0]
     assert combined["peak_rss_mb"] == 110.0 and combined["repeats"] == 9 and combined["min_ms"] == 4.0
     killed = {"available": False, "reason": "failed: killed", "error": True}
-    assert _combine([rounds[0], killed]) == killed  # one failed round fails the contender
+    assert combine_rounds([rounds[0], killed]) == killed  # one failed round fails the contender
 
 
 def test_table_marks_targets_and_lists_failures():

@@ -323,3 +323,24 @@ def test_a_job_the_workers_cannot_finish_fails_in_one_line(cluster, tmp_path, ca
     assert local == f"onnxcam: error: {out}/a_gradcam_1.png: cannot write (Not a directory)\n"
     assert main(["explain", str(model), str(image), "-o", out, "--ray", "--actors", "1"]) == 2
     assert capsys.readouterr().err == local
+
+
+def test_int8_graph_on_ray_gives_what_the_local_explainer_gives(cluster, tmp_path):
+    """An INT8 explain-graph (QDQ, per-channel) in the Ray job: the same classes and heatmaps."""
+    from onnxcam_export.onnx_file import export_onnx_file
+    from support.int8_models import photos, quantized_files
+
+    files = quantized_files(tmp_path, 64, forms=("qdq_channel_u8",))
+    model = tmp_path / "int8_explain.onnx"
+    export_onnx_file(files["qdq_channel_u8"], model)
+    images = photos(64)
+    items = [{"path": f"mem://{i}", "image": image} for i, image in enumerate(images)]
+    rows = {row["path"]: row for table in stream_rows(explain_dataset(model, ray.data.from_items(items), ["gradcam"],
+                                                                       actors=1))
+            for row in table.to_pylist()}
+    expected = Explainer(model).explain(images, "gradcam")
+    for i in range(len(images)):
+        row = rows[f"mem://{i}"]
+        assert row["error"] is None and row["classes"] == expected.classes[i].tolist()
+        decoded = cv2.imdecode(np.frombuffer(row["heatmaps"][0], np.uint8), cv2.IMREAD_UNCHANGED) / 255.0
+        assert np.abs(decoded - expected.heatmaps[i][0]).max() <= 0.5 / 255 + 1e-6

@@ -11,7 +11,7 @@ from onnxcam import Explainer
 from onnxcam.methods.base import InGraphMap
 from onnxcam.methods.maps import heatmaps
 from onnxcam.methods.registry import get_method
-from onnxcam.runtime.artifact import heatmap_name, map_name, zero_map_name
+from onnxcam.runtime.artifact import FORMAT_VERSION, heatmap_name, map_name, zero_map_name
 from onnxcam.runtime.runner import target_scores
 from onnxcam_export.in_graph_maps import IN_GRAPH_METHODS, in_graph_map
 from support.cli import one_error_line, run_cli
@@ -92,7 +92,7 @@ def test_default_export_computes_gradcam_heatmaps_and_probabilities(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "mobilenet.onnx"
     info = export(torchvision.models.mobilenet_v3_small().eval(), path, ["features.12"])
-    assert info.maps == ["gradcam"] and info.format_version == 3
+    assert info.maps == ["gradcam"] and info.format_version == FORMAT_VERSION
     explainer = Explainer(path)
     images = [skimage.data.chelsea(), skimage.data.astronaut(), skimage.data.rocket()]
     graph = explainer.explain(images, "gradcam", targets=[[-1, 281]] * 3)

@@ -35,6 +35,11 @@ def guided_relu() -> Iterator[None]:
         _guided = previous
 
 
+def guiding() -> bool:
+    """Whether the guided-backpropagation rule is on (within :func:`guided_relu`)."""
+    return _guided
+
+
 def _pair(value, count: int = 2) -> list:
     values = [value] if isinstance(value, int) else list(value)
     return values * count if len(values) == 1 else values

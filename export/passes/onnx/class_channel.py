@@ -8,6 +8,8 @@ SqueezeNet's plain inference. Products, quotients, clips, ReLUs and uniform dept
 act on each channel alone, so this rewrite of the translated graph gathers the channel from
 their operands instead and applies them to [R, 1, h, w]: the same values, bit for bit. It
 stops at a tensor something else reads too (the forward's own maps), which are computed anyway.
+A linear head's [R, C] logits are gathered the same way (an INT8 file's clipping mask of its
+logits' pair is such a per-class product).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class _Sinker:
         self.constants = {init.name: init for init in graph.initializer}
         self.dims = shapes(graph)
         self.nodes: list[onnx.NodeProto] = []
+        self.rank = 4  # of the gathered tensor: [R, C, h, w] maps, or [R, C] logits (a linear head's)
 
     def _emit(self, op: str, inputs: list[str], hint: str, **attributes) -> str:
         output = f"class_channel_{len(self.nodes)}_{hint}"
@@ -50,9 +53,10 @@ class _Sinker:
         shape does not allow it."""
         dims = self.dims.get(name)
         node = self.producer.get(name)
-        if dims is not None and (len(dims) <= 2 or dims[len(dims) - 3] == 1):
-            return name  # broadcast over the channels (aligned from the last axis): the same for every class
-        if dims is not None and len(dims) != 4:
+        channel = None if dims is None else len(dims) - (self.rank - 1)  # the channel axis, aligned from the last
+        if dims is not None and (channel < 0 or dims[channel] == 1):
+            return name  # broadcast over the channels: the same for every class
+        if dims is not None and len(dims) != self.rank:
             return None
         if node is not None and self.readers[name] == 1:
             sunk = self._through(node, index, small_index)
@@ -60,7 +64,7 @@ class _Sinker:
                 return sunk
         if dims is None:
             return None
-        if all(d == 1 for d in dims[2:]):  # [R, C, 1, 1]: the index without its spatial expansion
+        if self.rank == 4 and all(d == 1 for d in dims[2:]):  # [R, C, 1, 1]: the index without its spatial expansion
             return None if small_index is None else self._emit("GatherElements", [name, small_index], "small", axis=1)
         return self._emit("GatherElements", [name, index], "map", axis=1)
 
@@ -98,8 +102,9 @@ def gather_class_channel_first(model: onnx.ModelProto) -> int:
         if small is not None and sinker.dims.get(small, [None])[1:] != [1, 1, 1]:
             small = None
         producer = sinker.producer.get(data)
-        if producer is None or sinker.readers[data] != 1:
+        if producer is None or sinker.readers[data] != 1 or len(sinker.dims.get(data) or [0] * 4) not in (2, 4):
             continue
+        sinker.rank = len(sinker.dims.get(data) or [0] * 4)
         start = len(sinker.nodes)
         sunk = sinker._through(producer, index, small)
         if sunk is None:
