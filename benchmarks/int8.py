@@ -98,18 +98,10 @@ def build(name: str, folder: Path, batch: int) -> dict:
 
 
 def fidelity(float_graph: str, int8_graph: str, images: list[np.ndarray]) -> dict:
-    """Per photo: the float32 top class and probability, the INT8 top class, the heatmaps' correlation."""
-    from onnxcam import Explainer
+    """Per photo: ``onnxcam_export.int8.compare``'s row; and how the confident ones agree."""
+    from onnxcam_export.int8 import compare
 
-    reference = Explainer(float_graph).explain(images, "gradcam")
-    quantized = Explainer(int8_graph).explain(images, "gradcam", targets=reference.classes)
-    rows = []
-    for i, name in enumerate(PHOTOS):
-        a, b = reference.heatmaps[i][0].ravel(), quantized.heatmaps[i][0].ravel()
-        rows.append({"photo": name, "fp32_class": int(reference.classes[i, 0]),
-                     "fp32_prob": round(float(reference.probs[i, 0]), 4),
-                     "int8_class": int(quantized.logits[i].argmax()),
-                     "label": reference.label(i), "correlation": round(float(np.corrcoef(a, b)[0, 1]), 4)})
+    rows = [{"photo": name, **row} for name, row in zip(PHOTOS, compare(Path(float_graph), Path(int8_graph), images))]
     confident = [r for r in rows if r["fp32_prob"] >= CONFIDENT]
     return {"photos": rows, "confident_agree": sum(r["fp32_class"] == r["int8_class"] for r in confident),
             "confident": len(confident), "min_correlation": min(r["correlation"] for r in rows)}

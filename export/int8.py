@@ -79,18 +79,30 @@ def quantize_file(source: Path, out: Path, inputs: Sequence[np.ndarray], input_n
             raise OnnxcamError(f"--int8: onnxruntime's quantizer failed on {source.name}: {first_line(exc)}") from exc
 
 
-def fidelity(float_graph: Path, int8_graph: Path, images: Sequence[np.ndarray]) -> dict:
-    """Top-1 agreement of the two explain-graphs on ``images`` and the mean Pearson correlation
-    of their Grad-CAM heatmaps for the float32 model's top class."""
+def compare(float_graph: Path, int8_graph: Path, images: Sequence[np.ndarray]) -> list[dict]:
+    """Per image: the float32 explain-graph's top class and its probability, the INT8 one's top
+    class, and the Pearson correlation of their Grad-CAM heatmaps for the float32 top class
+    (None where either map is constant)."""
     from onnxcam import Explainer
 
     reference = Explainer(float_graph).explain(list(images), "gradcam")
     quantized = Explainer(int8_graph).explain(list(images), "gradcam", targets=reference.classes)
-    agree = quantized.logits.argmax(axis=1) == reference.classes[:, 0]
-    correlations = [float(np.corrcoef(a[0].ravel(), b[0].ravel())[0, 1])
-                    for a, b in zip(reference.heatmaps, quantized.heatmaps)
-                    if a[0].std() > 0 and b[0].std() > 0]
-    return {"images": len(images), "top1_agreement": round(float(agree.mean()), 4),
+    rows = []
+    for i in range(len(images)):
+        a, b = reference.heatmaps[i][0].ravel(), quantized.heatmaps[i][0].ravel()
+        rows.append({"fp32_class": int(reference.classes[i, 0]), "fp32_prob": round(float(reference.probs[i, 0]), 4),
+                     "int8_class": int(quantized.logits[i].argmax()), "label": reference.label(i),
+                     "correlation": round(float(np.corrcoef(a, b)[0, 1]), 4) if a.std() > 0 and b.std() > 0 else None})
+    return rows
+
+
+def fidelity(float_graph: Path, int8_graph: Path, images: Sequence[np.ndarray]) -> dict:
+    """``compare``'s rows summed up: how many images, the share whose top classes agree, and the
+    mean correlation of the Grad-CAM heatmaps."""
+    rows = compare(float_graph, int8_graph, images)
+    correlations = [row["correlation"] for row in rows if row["correlation"] is not None]
+    return {"images": len(rows),
+            "top1_agreement": round(sum(row["fp32_class"] == row["int8_class"] for row in rows) / len(rows), 4),
             "gradcam_correlation": round(float(np.mean(correlations)), 4) if correlations else None}
 
 

@@ -28,6 +28,7 @@ from onnxcam.images.plain_input import (
 from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import ArtifactInfo
 from onnxcam_export.checks import check_fusion
+from onnxcam_export.exporter import QUANTIZED_VALUES, agrees
 from onnxcam_export.onnx_reader import OnnxClassifier
 from onnxcam_export.qoperator import is_qoperator, to_qdq
 
@@ -322,8 +323,6 @@ def _close(got: np.ndarray, expected: np.ndarray, info: ArtifactInfo) -> bool:
     an INT8 file, the exporter's tolerance of quantized values (QUANTIZED_VALUES: where the
     backward crosses a quantize-dequantize pair, the graph runs the op before it in float, and
     that rounds where the file's integer kernel requantizes)."""
-    from onnxcam_export.exporter import QUANTIZED_VALUES, agrees
-
     if info.quantization is None:
         return _relative(got, expected) <= LOGITS_ERROR
     return agrees(got, expected.reshape(got.shape), *QUANTIZED_VALUES)
