@@ -104,7 +104,9 @@ def fidelity(float_graph: str, int8_graph: str, images: list[np.ndarray]) -> dic
     rows = [{"photo": name, **row} for name, row in zip(PHOTOS, compare(Path(float_graph), Path(int8_graph), images))]
     confident = [r for r in rows if r["fp32_prob"] >= CONFIDENT]
     return {"photos": rows, "confident_agree": sum(r["fp32_class"] == r["int8_class"] for r in confident),
-            "confident": len(confident), "min_correlation": min(r["correlation"] for r in rows)}
+            "confident": len(confident),
+            "min_correlation": min((r["correlation"] for r in rows if r["correlation"] is not None), default=None),
+            "constant_maps": sum(r["correlation"] is None for r in rows)}
 
 
 def time_model(name: str, entry: dict, config: argparse.Namespace, folder: Path) -> dict:
@@ -194,9 +196,9 @@ def main(argv: list[str]) -> int:
     for name, entry in report["models"].items():
         if "fidelity" in entry:
             f = entry["fidelity"]
-            each = ", ".join(f"{row['photo']} {row['correlation']:.3f}" for row in f["photos"])
+            each = ", ".join(f"{row['photo']} {row['correlation']}" for row in f["photos"])
             print(f"{name}: top class agrees on {f['confident_agree']} of {f['confident']} confident photos; "
-                  f"Grad-CAM correlation >= {f['min_correlation']:.3f} ({each})")
+                  f"Grad-CAM correlation >= {f['min_correlation']} ({each}); constant maps: {f['constant_maps']}")
     return 0
 
 
