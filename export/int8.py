@@ -125,8 +125,8 @@ def export_int8(source: str | Path, out: str | Path, calibration: str | Path, me
                                        options.get("channels", "RGB").upper()), batch, axis=0)
                   for image in images]
         quantize_file(source, int8_file, inputs, read.image.name, method)
-        info = export_onnx_file(int8_file, out, layers, quantization={"calibration_method": method}, **options)
-        info.quantization["calibration"] = fidelity(float_graph, out, images)
-    info.quantization["from"] = source.name
+        info = export_onnx_file(int8_file, out, layers, **options)
+        info.quantization.update({"calibration_method": method, "calibration": fidelity(float_graph, out, images),
+                                  "from": source.name})
     store_metadata(out, info)
     return info

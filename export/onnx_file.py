@@ -158,7 +158,7 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     target_layers = list(target_layers or [default_target(module, source.image.size)])
     quantization = module.quantization()
     if quantization is not None:
-        quantization = {"form": source.form, **quantization, **options.pop("quantization", {})}
+        quantization = {"form": source.form, **quantization}
     info = export(module, out, target_layers, input_size=source.image.size,
                   mean=list(mean)[order], std=list(std)[order], labels=labels,
                   source=f"onnx:{source.path.name}", verify=verify, quantization=quantization, **options)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnxcam.errors import OnnxcamError
-from onnxcam_export.quantization import INTEGER_RANGES, dequantize, fake_quantize
+from onnxcam_export.quantization import INTEGER_RANGES, dequantize, fake_quantize, quantize
 
 _FLOAT_TYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
 _INT_TYPES = {6: torch.int32, 7: torch.int64, 2: torch.uint8, 3: torch.int8, 4: torch.uint16,
@@ -558,12 +558,7 @@ def _quantize_linear(node: Node, x, scale, zero_point=None, constant: bool = Fal
             # onnxruntime's x86 kernels fuse uint8 activations, int8 ones only in part
             zero_point = (zero_point.to(torch.int16) + 128).to(torch.uint8)
         return Quantized(x, scale, zero_point, axis, node.attrs["_floor"])
-    qmin, qmax = INTEGER_RANGES[zero_point.dtype]
-    shape = [1] * x.dim() if scale.dim() else []
-    if shape:
-        shape[axis] = -1
-    q = torch.round(x / scale.reshape(shape)) + zero_point.reshape(shape).to(torch.float32)
-    return q.clamp(qmin, qmax).to(zero_point.dtype)
+    return quantize(x, scale, zero_point, axis)
 
 
 def _dequantize_linear(node: Node, x, scale, zero_point=None):

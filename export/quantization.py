@@ -39,12 +39,23 @@ def _along(value: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
     return value.reshape(shape)
 
 
+def _unclamped(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> torch.Tensor:
+    """``round(x / scale) + zero_point`` (along ``axis``), in x's float type, before the clamp."""
+    return torch.round(x / _along(scale, axis, x.dim()).to(x.dtype)) + _along(zero_point, axis, x.dim()).to(x.dtype)
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> torch.Tensor:
+    """``QuantizeLinear`` of ``x``: integers of the zero point's type."""
+    qmin, qmax = INTEGER_RANGES[zero_point.dtype]
+    return _unclamped(x, scale, zero_point, axis).clamp(qmin, qmax).to(zero_point.dtype)
+
+
 def _fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
                    floor: bool = False) -> torch.Tensor:
     """``floor``: the zero point is ``qmin`` (the pair holds no negative values)."""
     qmin, qmax = INTEGER_RANGES[zero_point.dtype]
-    s, z = _along(scale, axis, x.dim()).to(x.dtype), _along(zero_point, axis, x.dim()).to(x.dtype)
-    return (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
+    z = _along(zero_point, axis, x.dim()).to(x.dtype)
+    return (_unclamped(x, scale, zero_point, axis).clamp(qmin, qmax) - z) * _along(scale, axis, x.dim()).to(x.dtype)
 
 
 def _dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> torch.Tensor:
@@ -74,7 +85,7 @@ def _clipping_mask_gradient(ctx, grad: torch.Tensor):
         inside = (y > (qmin - z) * s) & (y < (qmax - z) * s)
         grad = torch.relu(grad) if ctx.floor else grad
     else:
-        q = torch.round(x / s) + z
+        q = _unclamped(x, scale, zero_point, ctx.axis)
         inside = (q >= qmin) & (q <= qmax)
     return grad * inside.to(grad.dtype), None, None, None, None
 

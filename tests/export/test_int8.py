@@ -25,6 +25,7 @@ from onnxcam_export.qoperator import to_qdq
 from onnxcam_export.quantization import INTEGER_RANGES
 from support.cli import one_error_line, run_cli
 from support.int8_models import PHOTOS, inputs, photos, quantized_files, torch_fake_quantized_file
+from support.torch_reference import cosine
 
 SIZE = 224  # the size users run: a weight expanded per pixel shows only there
 
@@ -92,11 +93,6 @@ def torch_reference(path: Path, layer: str, x: np.ndarray, target: int, monkeypa
     return captured["value"].grad[0].numpy()
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 @pytest.mark.parametrize("name", ["qdq_tensor_u8", "qdq_channel_u8", "qdq_channel_s8", "qoperator"])
 def test_int8_files_export_fused_with_the_file_metadata(name, files, exported):
     path, info = exported(name)
@@ -124,7 +120,7 @@ def test_a_torch_fake_quantized_export_is_read_and_matches_torch(tmp_path, monke
     got = _run(tmp_path / "qat_explain.onnx", x, np.array([[-1]], np.int64),
                [artifact.TARGET_INDICES, artifact.gradient_name(layer)])
     expected = torch_reference(source, layer, x, int(got[artifact.TARGET_INDICES][0, 0]), monkeypatch)
-    assert _cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999
+    assert cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999
 
 
 def test_int8_activations_are_carried_as_uint8_and_fuse_where_the_int8_file_does_not(files, exported):
@@ -167,7 +163,7 @@ def test_gradients_match_torch_fake_quantize_autograd(name, where, files, export
         target = int(got[artifact.TARGET_INDICES][0, 0])
         expected = torch_reference(files[name], layer, x, target, monkeypatch)
         assert np.linalg.norm(expected) > 0
-        assert _cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999, (i, layer)
+        assert cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999, (i, layer)
 
 
 def test_methods_run_on_an_int8_graph(exported):
@@ -193,7 +189,7 @@ def test_guided_int8_graph_stays_fused_and_agrees_with_the_float_model(files, tm
         reference = Explainer(tmp_path / "guided_float.onnx").explain(photo, "guided-backprop",
                                                                       targets=quantized.classes)
         assert np.isfinite(quantized.attributions).all()
-        assert _cosine(quantized.attributions, reference.attributions) > 0.8
+        assert cosine(quantized.attributions, reference.attributions) > 0.8
 
 
 def test_fusion_check_counts_and_refuses(files, exported):
@@ -331,7 +327,7 @@ def test_pretrained_lite0_int8_keeps_its_classes_maps_and_torch_gradients(tmp_pa
         got = _run(path, x, np.array([[-1]], np.int64), [artifact.TARGET_INDICES, artifact.gradient_name(layer)])
         expected = torch_reference(tmp_path / "lite0_int8.onnx", layer, x, int(got[artifact.TARGET_INDICES][0, 0]),
                                    monkeypatch)
-        assert _cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999
+        assert cosine(got[artifact.gradient_name(layer)][0, 0], expected) >= 0.999
 
 
 def preprocess_one(image: np.ndarray, info: artifact.ArtifactInfo) -> np.ndarray:
