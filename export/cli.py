@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import onnxcam_export.exporter  # noqa: F401  (loads PyTorch: a broken install fails here, before parsing)
 from onnxcam.cli.options import add_preprocessing_arguments, preprocessing_options
@@ -30,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-gradient", action="store_true", help="add the plain input gradient")
     parser.add_argument("--score", choices=("logit", "softmax"), default="logit",
                         help="differentiate the pre-softmax logit (default) or the softmax probability")
+    parser.add_argument("--head", choices=("softmax", "sigmoid"),
+                        help="how class probabilities follow from the logits: softmax (one class), or sigmoid "
+                             "(multi-label); default: sigmoid where the file ends in one, else softmax; a "
+                             "one-logit model is always binary (classes z and not-z)")
     parser.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
                         help="preprocessing: stretch the whole image, or resize+center-crop as in training")
     parser.add_argument("--maps", metavar="METHODS", type=_method_list, default=list(DEFAULT_MAPS),
@@ -47,8 +54,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preprocessing_arguments(parser)
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--list", action="store_true", help="list the model names and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="of a plain .onnx file: list its ops (and those not supported), its head and its "
+                             "candidate target layers, and whether it exports; writes nothing (exit 1: it does not)")
     parser.add_argument("--layers", action="store_true", dest="list_layers",
                         help="list the candidate target layers of MODEL with their output shapes and exit")
+
+
+@contextmanager
+def staged(output: Path) -> Iterator[Path]:
+    """A path beside ``output`` to export to; it becomes ``output`` only when the export (with its
+    checks) succeeds, so a failed or interrupted export leaves no half file and keeps an older one."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _method_list(text: str) -> list[str]:
@@ -72,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxcamError("--int8 and --fp16 exclude each other")
     if args.model.lower().endswith(".onnx"):
         return _export_onnx_file(args)
+    if args.check:
+        raise OnnxcamError("--check: only for a plain .onnx file (a named model is always exportable)")
     given = [option for option, value in preprocessing_options(args).items() if value is not None]
     if given:
         raise OnnxcamError(f"--{given[0].replace('output', 'output-name')}: only for a plain .onnx file; "
@@ -95,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
         return _export_int8(args, model, recipe, size, labels, output)
     layers = args.layer_names or recipe.layers
     started = time.perf_counter()
-    info = export(model, output, target_layers=layers, input_size=size,
-                  mean=recipe.mean, std=recipe.std, labels=labels, guided=args.guided,
-                  plain_input_gradient=args.input_gradient, score=args.score, resize=args.resize,
-                  resize_size=recipe.resize_size if args.resize == "crop" else None,
-                  source=recipe.source, opset=args.opset, maps=args.maps,
-                  precision="float16" if args.fp16 else "float32",
-                  layouts={name: recipe.layout for name in layers or []} if recipe.layout else None)
+    with staged(output) as partial:
+        info = export(model, partial, target_layers=layers, input_size=size,
+                      mean=recipe.mean, std=recipe.std, labels=labels, guided=args.guided,
+                      plain_input_gradient=args.input_gradient, score=args.score, resize=args.resize,
+                      resize_size=recipe.resize_size if args.resize == "crop" else None,
+                      source=recipe.source, opset=args.opset, maps=args.maps, head=args.head,
+                      precision="float16" if args.fp16 else "float32",
+                      layouts={name: recipe.layout for name in layers or []} if recipe.layout else None)
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
                       "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
                       "seconds": round(time.perf_counter() - started, 1)}))
@@ -120,6 +146,13 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
 
     source = Path(args.model)
     prep = {key: value for key, value in preprocessing_options(args).items() if value is not None}
+    if args.check:
+        from onnxcam_export.file_check import check_file
+
+        lines, exportable = check_file(source, prep.get("output"), prep.get("layout"), args.input_size,
+                                       prep.get("channels", "rgb"))
+        print("\n".join(lines))
+        return 0 if exportable else 1
     if args.list_layers:
         read = read_source(source, prep.get("output"), prep.get("layout"), args.input_size)
         for name, shape in tensor_candidates(classifier(read, prep.get("channels", "rgb")), read.image.size):
@@ -135,12 +168,13 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
         channels=prep.get("channels", "rgb"), layout=prep.get("layout"),
         labels=read_labels(args.labels) if args.labels else None, output=prep.get("output"),
         **_explain_options(args))
-    if args.int8:
-        from onnxcam_export.int8 import export_int8
+    with staged(output) as partial:
+        if args.int8:
+            from onnxcam_export.int8 import export_int8
 
-        info = export_int8(source, output, args.calibration, args.calibration_method, **options)
-    else:
-        info = export_onnx_file(source, output, precision="float16" if args.fp16 else "float32", **options)
+            info = export_int8(source, partial, args.calibration, args.calibration_method, **options)
+        else:
+            info = export_onnx_file(source, partial, precision="float16" if args.fp16 else "float32", **options)
     _report(output, info, started)
     return 0
 
@@ -148,14 +182,14 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
 def _explain_options(args: argparse.Namespace) -> dict:
     """What the file computes, as export_onnx_file's options."""
     return dict(guided=args.guided, plain_input_gradient=args.input_gradient, score=args.score,
-                resize=args.resize, opset=args.opset, maps=args.maps)
+                resize=args.resize, opset=args.opset, maps=args.maps, head=args.head)
 
 
 def _report(output: Path, info, started: float) -> None:
     """The one JSON line an export of a file prints."""
     print(json.dumps({"model": str(output), "layers": info.layers, "input_size": list(info.input_size),
                       "classes": info.num_classes, "cam_layer": info.cam_layer, "maps": info.maps,
-                      "softmax_output": info.extra.get("onnx_softmax"),
+                      "head": info.head, "probability_output": info.extra.get("onnx_probabilities"),
                       **({"quantization": info.quantization} if info.quantization else {}),
                       "seconds": round(time.perf_counter() - started, 1)}))
 
@@ -171,10 +205,10 @@ def _export_int8(args: argparse.Namespace, model, recipe, size: tuple[int, int],
     from onnxcam_export.int8 import export_int8
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, staged(output) as partial:
         plain = Path(folder) / f"{args.model}.onnx"
         export_plain(model.eval(), torch.randn(2, 3, *size), plain)
-        info = export_int8(plain, output, args.calibration, args.calibration_method, target_layers=args.layer_names,
+        info = export_int8(plain, partial, args.calibration, args.calibration_method, target_layers=args.layer_names,
                            input_size=size, mean=recipe.mean, std=recipe.std, labels=labels,
                            resize_size=recipe.resize_size if args.resize == "crop" else None, **_explain_options(args))
     _report(output, info, started)

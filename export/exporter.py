@@ -19,6 +19,7 @@ from onnxcam.methods.maps import heatmaps
 from onnxcam.quiet import quiet_loggers
 from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import DEFAULT_MAPS, ArtifactInfo
+from onnxcam.runtime.runner import target_scores
 from onnxcam_export import passes
 from onnxcam_export.checks import expanded_constants
 from onnxcam_export.in_graph_maps import IN_GRAPH_METHODS, in_graph_map
@@ -58,7 +59,7 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
            resize: str = "stretch", resize_size: Optional[int] = None, source: str = "",
            layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = DEFAULT_MAPS,
            precision: str = "float32", opset: int = 18, quantization: Optional[dict] = None,
-           verify: bool = True) -> ArtifactInfo:
+           head: Optional[str] = None, verify: bool = True) -> ArtifactInfo:
     """Write ``model`` as an explain-graph to ``path`` and return the metadata stored in it.
 
     target_layers: module names (``"layer4"``, ``"features.29"``); default: the last module
@@ -75,6 +76,8 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     ``quantization`` describes an INT8 model (one holding
     :mod:`onnxcam_export.quantization`'s ops) for the metadata; its graph is checked as
     written, before onnxruntime fuses it into integer kernels whose rounding differs.
+    ``head`` (see ``ArtifactInfo.head``): "softmax" or "sigmoid" (multi-label); a model with one
+    logit z is always "binary", explained as the two classes [z, -z] (class 1: "not class 0").
     """
     model = model.eval()
     frozen = {p: p.requires_grad for p in model.parameters()}
@@ -96,26 +99,24 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
             logits = model(probe)
         if logits.dim() != 2:
             raise OnnxcamError(f"model output has shape {tuple(logits.shape)}; expected [N, classes] logits")
-        num_classes = int(logits.shape[1])
-        if labels is not None and len(labels) != num_classes:
-            raise OnnxcamError(f"labels: {len(labels)} names for a model with {num_classes} classes")
+        head, num_classes, labels = _head(head, int(logits.shape[1]), labels, score)
         layouts = _layouts(model, layers, probe, layouts or {})
         calls = count_calls(model, layers, probe)
-        head = channelwise_head(model, layers, probe)
+        shortcut = channelwise_head(model, layers, probe) if head != "binary" else None
 
-        def wrap(module: nn.Module, head: Optional[str] = None) -> ExplainWrapper:
+        def wrap(module: nn.Module, shortcut: Optional[str] = None) -> ExplainWrapper:
             return ExplainWrapper(module, layers, score=score, guided=guided,
                                   plain_input_gradient=plain_input_gradient, calls=calls,
-                                  layouts=layouts, maps=maps, head=head)
+                                  layouts=layouts, maps=maps, head=shortcut, head_kind=head)
 
-        wrapper = wrap(model if precision == "float32" else copy.deepcopy(model).to(_DTYPES[precision]), head)
+        wrapper = wrap(model if precision == "float32" else copy.deepcopy(model).to(_DTYPES[precision]), shortcut)
         info = ArtifactInfo(
             layers=layers, input_size=(h, w), mean=[float(v) for v in mean], std=[float(v) for v in std],
             num_classes=num_classes, labels=list(labels) if labels is not None else None,
             resize=resize, resize_size=resize_size, source=source, score=score, guided=guided,
             plain_input_gradient=plain_input_gradient, cam_layer=cam_layer(model, layers, probe),
             layouts={name: kind for name, kind in layouts.items() if kind != "nchw"},
-            maps=maps, precision=precision, quantization=quantization,
+            maps=maps, precision=precision, quantization=quantization, head=head,
         )
         first = first_layer(model, layers, probe)
         with class_token_tail(wrapper.model, layers) as class_token_only:
@@ -134,6 +135,26 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     finally:
         for p, flag in frozen.items():
             p.requires_grad_(flag)
+
+
+def _head(head: Optional[str], columns: int, labels: Optional[Sequence[str]],
+          score: str) -> tuple[str, int, Optional[list[str]]]:
+    """The head kind, class count and labels of a model whose logits have ``columns`` columns."""
+    if head not in (None, "softmax", "sigmoid"):
+        raise OnnxcamError(f"head: expected softmax or sigmoid, got {head!r}")
+    if columns == 1:  # a binary classifier's one logit z: the classes z and "not" (-z)
+        if labels is not None and len(labels) not in (1, 2):
+            raise OnnxcamError(f"labels: {len(labels)} names for a one-logit model (give 1 or 2)")
+        name = labels[0] if labels else "positive"
+        labels = list(labels) if labels and len(labels) == 2 else [name, f"not {name}"]
+        head, columns = "binary", 2
+    elif labels is not None and len(labels) != columns:
+        raise OnnxcamError(f"labels: {len(labels)} names for a model with {columns} classes")
+    head = head or "softmax"
+    if head != "softmax" and score == "softmax":
+        raise OnnxcamError(f"score: a {head} head's probabilities are per-class sigmoids; differentiate the logit "
+                           "(--score logit)")
+    return head, columns, None if labels is None else list(labels)
 
 
 def export_plain(model: nn.Module, x: torch.Tensor, path: str | Path) -> None:
@@ -351,7 +372,7 @@ def _verify(wrapper: ExplainWrapper, path: Path, info: ArtifactInfo, layer_shape
         b = maps_of_graph.get(name, b)
         if name == artifact.TARGET_PROBS:  # of the graph's own logits, which are checked against torch:
             # near-tied logits (an architecture-only file's) leave the probabilities to float noise
-            b = _probabilities(outputs[artifact.LOGITS], outputs[artifact.TARGET_INDICES])
+            b = target_scores(outputs[artifact.LOGITS], outputs[artifact.TARGET_INDICES], info.probability)
         if a.shape != b.shape:
             raise OnnxcamError(f"export check failed: {name} has shape {a.shape}, torch gives {b.shape}")
         if a.dtype == np.int64:
@@ -372,12 +393,6 @@ def agrees(a: np.ndarray, b: np.ndarray, cosine: float, norm: float) -> bool:
     if norm_a * norm_b <= 1e-30:
         return bool(np.allclose(a64, b64, atol=1e-6))
     return float(a64 @ b64) >= cosine * norm_a * norm_b and abs(norm_a - norm_b) <= norm * norm_b
-
-
-def _probabilities(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """The softmax probabilities [N, K] of ``classes`` under ``logits``, in float64."""
-    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
-    return np.take_along_axis(shifted / shifted.sum(axis=1, keepdims=True), classes, axis=1)
 
 
 def _verify_heatmaps(outputs: dict[str, np.ndarray], info: ArtifactInfo) -> None:

@@ -24,6 +24,7 @@ from onnxcam.images.plain_input import (
     IMAGENET_STD,
     PlainInput,
     describe_input,
+    luma,
 )
 from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import ArtifactInfo
@@ -32,7 +33,8 @@ from onnxcam_export.exporter import QUANTIZED_VALUES, agrees
 from onnxcam_export.onnx_reader import OnnxClassifier
 from onnxcam_export.qoperator import is_qoperator, to_qdq
 
-_CLASS_OPS = ("Softmax", "LogSoftmax")  # a final op of these is recognized and looked through
+# a final op of these is recognized and looked through: the logits are its input
+_CLASS_OPS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid"}
 _SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Identity")
 # finite differences against the graph's gradient g, as |difference - g . v| / |g| for unit v:
 RELATIVE_ERROR = 1e-3  # along random directions
@@ -51,23 +53,19 @@ class OnnxSource:
     model: object  # onnx.ModelProto
     image: PlainInput
     output: str  # the file output read
-    logits: str  # the tensor taken as logits: the output, or the input of its final softmax
-    softmax: bool  # the output is a (log-)softmax of ``logits``
+    logits: str  # the tensor taken as logits: the output, or the input of its final softmax or sigmoid
+    probabilities: Optional[str]  # the output is a (log-)"softmax" or a "sigmoid" of ``logits``; else None
     form: Optional[str] = None  # of an INT8 file: "qdq", or "qoperator" (``model`` is then its QDQ rewrite)
 
 
 def read_source(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
                 input_size: Optional[Sequence[int]] = None) -> OnnxSource:
     """Load ``path`` and find its image input, its output and the logits behind it."""
-    import onnx
 
     path = Path(path)
     if not path.is_file():
         raise OnnxcamError(f"{path}: no such file")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf's and onnx's own exception types
-        raise OnnxcamError(f"{path}: not a valid ONNX model: {first_line(exc)}") from exc
+    model = _load(path)
     if any(p.key == artifact.METADATA_KEY for p in model.metadata_props):
         raise OnnxcamError(f"{path} is already an onnxcam explain-graph")
     initializers = {t.name for t in model.graph.initializer}
@@ -77,38 +75,85 @@ def read_source(path: str | Path, output: Optional[str] = None, layout: Optional
                            "expected one image input")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     image = describe_input(dims, inputs[0].name, path, layout, input_size)
-    outputs = [o.name for o in model.graph.output]
-    output = output or outputs[0]
-    if output not in outputs:
-        raise OnnxcamError(f"--output-name: {path} has no output {output!r} (it has {', '.join(outputs)})")
+    output = _class_output(model, path, output)
     form = None
     if is_qoperator(model):
         model, form = to_qdq(model), "qoperator"
     elif any(node.op_type == "QuantizeLinear" for node in model.graph.node):
         form = "qdq"
-    logits, softmax = _logits_behind(model, output)
-    return OnnxSource(path, model, image, output, logits, softmax, form)
+    logits, probabilities = _logits_behind(model, output)
+    return OnnxSource(path, model, image, output, logits, probabilities, form)
 
 
-def _logits_behind(model, output: str) -> tuple[str, bool]:
-    """The tensor whose (log-)softmax ``output`` is, through reshapes, else ``output`` itself."""
+def _load(path: Path):
+    """The model in ``path``, its external data (tensors stored beside it) loaded; one line for a
+    truncated file, a file that is not ONNX, or external data that is missing."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's and onnx's own exception types
+        raise OnnxcamError(f"{path}: not a valid ONNX model (truncated, or not ONNX): {first_line(exc)}") from exc
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    for tensor in external:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not (path.parent / location).is_file():
+            raise OnnxcamError(f"{path}: its weights are stored outside it, in {location!r}, which is not next to "
+                               "it; copy that file beside the model")
+    if external:
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise OnnxcamError(f"{path}: cannot read its external weights: {first_line(exc)}") from exc
+    return model
+
+
+def _shape(value) -> list:
+    """A graph output's declared shape: ints, names of dynamic axes, "?" where unknown."""
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+
+
+def _class_output(model, path: Path, output: Optional[str]) -> str:
+    """The output holding the class scores: ``output``, or the file's only output; refused, naming
+    what it is, where the file gives a map per pixel or several outputs (detectors)."""
+    outputs = {o.name: _shape(o) for o in model.graph.output}
+    listed = ", ".join(f"{name} {shape}" for name, shape in outputs.items())
+    if output is not None and output not in outputs:
+        raise OnnxcamError(f"--output-name: {path} has no output {output!r} (it has {listed})")
+    if output is None and len(outputs) > 1:
+        raise OnnxcamError(f"{path}: has {len(outputs)} outputs ({listed}); a classifier gives one [N, classes] "
+                           "output: name the class scores with --output-name (a detector is not a classifier)")
+    output = output or next(iter(outputs))
+    shape = outputs[output]
+    if sum(isinstance(d, int) and d > 1 for d in shape[1:]) > 1:
+        raise OnnxcamError(f"{path}: output {output!r} has shape {shape}, a map per position (a segmentation or "
+                           "detection network), not [N, classes] class scores; onnxcam explains classifiers")
+    return output
+
+
+def _logits_behind(model, output: str) -> tuple[str, Optional[str]]:
+    """The tensor whose (log-)softmax or sigmoid ``output`` is, through reshapes, and which of
+    them; else ``output`` itself and None."""
     producer = {name: node for node in model.graph.node for name in node.output}
     name = output
     while name in producer and producer[name].op_type in _SHAPE_OPS:
         name = producer[name].input[0]
     node = producer.get(name)
+    if node is not None and node.op_type == "Sigmoid":
+        return node.input[0], "sigmoid"
     if node is not None and node.op_type in _CLASS_OPS:
         axis = next((a.i for a in node.attribute if a.name == "axis"), None)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         if (opset < 13 and axis in (None, 1)) or (opset >= 13 and axis in (1, -1, None)):
-            return node.input[0], True
-    return output, False
+            return node.input[0], "softmax"
+    return output, None
 
 
 def classifier(source: OnnxSource, channels: str = "RGB") -> OnnxClassifier:
     """The file as a torch module taking RGB NCHW batches (``channels``: the file's order)."""
     return OnnxClassifier(source.model, source.image.name, source.logits, source.image.layout,
-                          channels.upper(), source.image.batch).eval()
+                          channels.upper(), source.image.batch, gray=source.image.channels == 1).eval()
 
 
 def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
@@ -135,14 +180,18 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
                      input_size: Optional[Sequence[int]] = None, mean: Sequence[float] = IMAGENET_MEAN,
                      std: Sequence[float] = IMAGENET_STD, scale: int = 1, channels: str = "RGB",
                      layout: Optional[str] = None, labels: Optional[Sequence[str]] = None,
-                     output: Optional[str] = None, verify: bool = True, **options) -> ArtifactInfo:
+                     output: Optional[str] = None, head: Optional[str] = None, verify: bool = True,
+                     **options) -> ArtifactInfo:
     """Write the plain classifier file ``path`` as an explain-graph to ``out``.
 
     ``mean``, ``std`` (in ``channels`` order, on pixels in [0, ``scale``]), ``channels``
     (``RGB`` or ``BGR``), ``layout`` (None: guessed from the input's shape) and ``input_size``
     (for a dynamic one) describe what the file expects; ``output`` names the file output holding
-    the class scores (default: the first). ``target_layers`` are ONNX tensor names (default: the
-    last spatial tensor). ``options`` go to :func:`onnxcam_export.export` (``guided``,
+    the class scores (default: the first). ``head``: "softmax" or "sigmoid" (multi-label);
+    default "sigmoid" where the output is a sigmoid of the logits, "softmax" otherwise (one
+    logit: always "binary"). A final softmax or sigmoid is looked through: the logits before it
+    are explained. ``target_layers`` are ONNX tensor names (default: the last spatial tensor).
+    ``options`` go to :func:`onnxcam_export.export` (``guided``,
     ``plain_input_gradient``, ``score``, ``resize``, ``maps``, ``precision``, ``opset``).
     """
     from onnxcam_export import export
@@ -153,6 +202,8 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     if scale not in (1, 255):
         raise OnnxcamError(f"--scale: expected 1 or 255, got {scale}")
     source = read_source(path, output, layout, input_size)
+    if source.image.channels == 1:
+        mean, std = _gray_statistics(mean, std)
     module = classifier(source, channels)
     order = slice(None, None, -1) if channels == "BGR" else slice(None)
     target_layers = list(target_layers or [default_target(module, source.image.size)])
@@ -161,10 +212,11 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
         quantization = {"form": source.form, **quantization}
     info = export(module, out, target_layers, input_size=source.image.size,
                   mean=list(mean)[order], std=list(std)[order], labels=labels,
-                  source=f"onnx:{source.path.name}", verify=verify, quantization=quantization, **options)
+                  source=f"onnx:{source.path.name}", verify=verify, quantization=quantization,
+                  head=head or ("sigmoid" if source.probabilities == "sigmoid" else None), **options)
     info.scale = scale
     info.extra = {**info.extra, "onnx_input": source.image.name, "onnx_layout": source.image.layout,
-                  "onnx_output": source.output, "onnx_softmax": source.softmax}
+                  "onnx_output": source.output, "onnx_probabilities": source.probabilities}
     if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
         try:
             check_against_file(Path(out), source, info, channels)
@@ -176,6 +228,16 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
             raise
     store_metadata(Path(out), info)
     return info
+
+
+def _gray_statistics(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
+    """A grayscale file's mean and std, the same on each of the graph's three input channels
+    (ImageNet's, averaged, by default)."""
+    if tuple(mean) == IMAGENET_MEAN and tuple(std) == IMAGENET_STD:
+        mean, std = [round(float(np.mean(IMAGENET_MEAN)), 3)], [round(float(np.mean(IMAGENET_STD)), 3)]
+    if len(set(mean)) != 1 or len(set(std)) != 1:
+        raise OnnxcamError("--mean/--std: a grayscale file has one channel; give one value each")
+    return [float(mean[0])] * 3, [float(std[0])] * 3
 
 
 def store_metadata(out: Path, info: ArtifactInfo) -> None:
@@ -191,7 +253,7 @@ def store_metadata(out: Path, info: ArtifactInfo) -> None:
 
 def file_input(x: np.ndarray, image: PlainInput, channels: str) -> np.ndarray:
     """An explain-graph input [N, 3, H, W] (RGB) as the file takes it."""
-    x = x[:, ::-1] if channels == "BGR" else x
+    x = luma(x) if image.channels == 1 else x[:, ::-1] if channels == "BGR" else x
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if image.layout == "NHWC" else x)
 
 
@@ -262,6 +324,8 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
     base = run({})
     shapes.update({layer: base[1 + i].shape for i, layer in enumerate(info.layers)})
     logits = base[0].reshape(batch, -1)[:1]
+    if info.head == "binary":  # the graph serves the file's one logit z as [z, -z]
+        logits = np.concatenate([logits, -logits], axis=1)
     if not _close(got[artifact.LOGITS], logits, info):
         raise OnnxcamError(f"export check failed: the explain-graph's logits differ from {source.path.name}'s "
                            f"(relative error {_relative(got[artifact.LOGITS], logits):.1e})")
@@ -269,6 +333,7 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
 
     def score(outputs: list[np.ndarray]) -> float:
         row = outputs[0].reshape(batch, -1)[0].astype(np.float64)
+        row = np.concatenate([row, -row]) if info.head == "binary" else row
         if info.score == "softmax":
             row = np.exp(row - row.max())
             row /= row.sum()

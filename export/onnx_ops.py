@@ -8,6 +8,7 @@ names the ops the reader knows and refuses, with what to do instead.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -159,6 +160,40 @@ def _conv(node: Node, x, weight, bias=None):
     return F.conv2d(F.pad(x, _torch_pad(pairs)), weight, bias, strides, 0, dilations, groups)
 
 
+def _conv_transpose(node: Node, x, weight, bias=None):
+    """A 2-D transposed convolution as a stride-1 convolution of the input with stride - 1 zeros
+    between its pixels, with the kernels flipped and their in/out channels swapped per group (its
+    backward is then a forward convolution's)."""
+    if x.dim() != 4:
+        raise node.fail(f"only 2-D transposed convolutions are supported (input of rank {x.dim()})")
+    groups = int(node.get("group", 1))
+    c_in, c_group, *kernel = (int(v) for v in weight.shape)
+    strides = list(node.get("strides") or [1, 1])
+    dilations = list(node.get("dilations") or [1, 1])
+    extra = list(node.get("output_padding") or [0, 0])
+    size = [int(s) for s in x.shape[2:]]
+    auto, shape = node.get("auto_pad", "NOTSET"), node.get("output_shape")
+    if shape or auto in ("SAME_UPPER", "SAME_LOWER"):  # pads from the output size, as onnxruntime splits them
+        target = list(shape)[-2:] if shape else [s * st for s, st in zip(size, strides)]
+        total = [max((s - 1) * st + e + (k - 1) * d + 1 - t, 0)
+                 for s, st, e, k, d, t in zip(size, strides, extra, kernel, dilations, target)]
+        pairs = [(t - t // 2, t // 2) if auto == "SAME_UPPER" else (t // 2, t - t // 2) for t in total]
+    elif auto == "VALID":
+        pairs = [(0, 0), (0, 0)]
+    elif auto in ("NOTSET", ""):
+        pairs = _pairs(node.get("pads") or [0] * 4)
+    else:
+        raise node.fail(f"auto_pad {auto} is not supported")
+    if strides != [1, 1]:
+        (h, w), (sh, sw) = size, strides
+        x = F.pad(x.reshape(-1, c_in, h, 1, w, 1), [0, sw - 1, 0, 0, 0, sh - 1]).reshape(-1, c_in, h * sh, w * sw)
+    flipped = (weight.reshape(groups, c_in // groups, c_group, *kernel).transpose(1, 2)
+               .reshape(groups * c_group, c_in // groups, *kernel).flip(2, 3))
+    reach = [d * (k - 1) for d, k in zip(dilations, kernel)]  # the trailing zeros of the last pixel come off
+    pads = [(r - b, r - e + x_extra - (st - 1)) for r, (b, e), x_extra, st in zip(reach, pairs, extra, strides)]
+    return F.conv2d(F.pad(x, _torch_pad(pads)), flipped, bias, 1, 0, dilations, groups)
+
+
 def _max_pool(node: Node, x):
     if x.dim() != 4:
         raise node.fail(f"only 2-D pooling is supported (input of rank {x.dim()})")
@@ -200,6 +235,21 @@ def _batch_norm(node: Node, x, scale, bias, mean, var, *rest):
     if not node.get("spatial", 1):
         raise node.fail("spatial=0 is not supported")
     return F.batch_norm(x, mean, var, scale, bias, False, 0.0, float(node.get("epsilon", 1e-5)))
+
+
+def _layer_norm(node: Node, x, scale, bias=None):
+    axis = int(node.get("axis", -1)) % x.dim()
+    shape = x.shape[axis:]
+    bias = None if bias is None else bias.broadcast_to(shape)
+    return F.layer_norm(x, shape, scale.broadcast_to(shape), bias, float(node.get("epsilon", 1e-5)))
+
+
+def _group_norm(node: Node, x, scale, bias):
+    """GroupNormalization-18 has a scale and bias per group, -21 per channel."""
+    groups, channels = int(node.get("num_groups")), int(x.shape[1])
+    if scale.numel() != channels:
+        scale, bias = (v.repeat_interleave(channels // groups) for v in (scale, bias))
+    return F.group_norm(x, groups, scale, bias, float(node.get("epsilon", 1e-5)))
 
 
 def _gemm(node: Node, a, b, c=None):
@@ -251,31 +301,73 @@ def _lrn(node: Node, x):
     return x / scale ** float(node.get("beta", 0.75))
 
 
-def _reduce(fn: str):
+def _per_axis(fn: Callable) -> Callable:
+    """A reduction that torch computes over one axis at a time."""
+    def reduce(x, axes, keep):
+        for axis in sorted((a % x.dim() for a in axes), reverse=True):
+            x = fn(x, axis, keep)
+        return x
+    return reduce
+
+
+_REDUCTIONS: dict[str, Callable] = {  # ReduceX: (x, axes, keepdims) -> tensor
+    "Mean": lambda x, axes, keep: x.mean(dim=axes, keepdim=keep),
+    "Sum": lambda x, axes, keep: x.sum(dim=axes, keepdim=keep),
+    "SumSquare": lambda x, axes, keep: (x * x).sum(dim=axes, keepdim=keep),
+    "L1": lambda x, axes, keep: x.abs().sum(dim=axes, keepdim=keep),
+    "L2": lambda x, axes, keep: (x * x).sum(dim=axes, keepdim=keep).sqrt(),
+    "LogSumExp": lambda x, axes, keep: torch.logsumexp(x, axes, keep),
+    "Max": _per_axis(torch.amax), "Min": _per_axis(torch.amin), "Prod": _per_axis(torch.prod),
+}
+
+
+def _reduce(kind: str) -> Callable:
     def reduce(node: Node, x, axes=None):
-        uses_input = node.opset >= 18 or (fn == "sum" and node.opset >= 13)
+        uses_input = node.opset >= 18 or (kind == "Sum" and node.opset >= 13)
         axes = _ints(axes, node) if uses_input else node.get("axes")
-        keep = bool(node.get("keepdims", 1))
         if isinstance(x, Ints):
             raise node.fail("reductions of shape values are not supported")
         if not axes:
             if node.get("noop_with_empty_axes", 0):
                 return x
             axes = list(range(x.dim()))
-        if fn == "mean":
-            return x.mean(dim=axes, keepdim=keep)
-        if fn == "sum":
-            return x.sum(dim=axes, keepdim=keep)
-        out = x
-        for axis in sorted((a % x.dim() for a in axes), reverse=True):
-            out = (out.amax if fn == "max" else out.amin)(dim=axis, keepdim=keep)
-        return out
+        return _REDUCTIONS[kind](x, axes, bool(node.get("keepdims", 1)))
     return reduce
 
 
+def _cumsum(node: Node, x, axis):
+    axis = _ints(axis, node)[0] % x.dim()
+    reverse = node.get("reverse", 0)
+    x = x.flip(axis) if reverse else x
+    out = x.cumsum(axis)
+    if node.get("exclusive", 0):  # shifted one along the axis, a zero first
+        out = F.pad(out.narrow(axis, 0, x.shape[axis] - 1), [0, 0] * (x.dim() - 1 - axis) + [1, 0])
+    return out.flip(axis) if reverse else out
+
+
 def _flatten(node: Node, x):
-    axis = int(node.get("axis", 1)) % max(x.dim(), 1)
-    return x.reshape(list(x.shape[:axis]) + [-1]) if axis else x.reshape(1, -1)
+    """Always 2-D: [prod(shape[:axis]), prod(shape[axis:])], the leading product (the batch's
+    axis) left to reshape so that it stays symbolic."""
+    axis = int(node.get("axis", 1))
+    axis = axis + x.dim() if axis < 0 else axis
+    return x.reshape(-1, math.prod(x.shape[axis:])) if axis else x.reshape(1, -1)
+
+
+def _depth_to_space(node: Node, x):
+    b = int(node.get("blocksize"))
+    _, c, h, w = x.shape
+    if node.get("mode", "DCR") == "DCR":
+        y = x.reshape(-1, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+    else:  # CRD
+        y = x.reshape(-1, c // (b * b), b, b, h, w).permute(0, 1, 4, 2, 5, 3)
+    return y.reshape(-1, c // (b * b), h * b, w * b)
+
+
+def _space_to_depth(node: Node, x):
+    b = int(node.get("blocksize"))
+    _, c, h, w = x.shape
+    y = x.reshape(-1, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    return y.reshape(-1, c * b * b, h // b, w // b)
 
 
 def _transpose(node: Node, x):
@@ -306,6 +398,93 @@ def _pad(node: Node, x, pads=None, value=None, axes=None):
     if len(full) > 2:
         raise node.fail(f"{mode} padding of the batch or channel axis is not supported")
     return F.pad(x, _torch_pad(full), mode=modes[mode])
+
+
+# output index -> input coordinate per coordinate_transformation_mode, in onnxruntime's float32
+_COORDINATES: dict[str, Callable] = {
+    "half_pixel": lambda x, scale, n_in, n_out: (x + 0.5) / scale - 0.5,
+    "half_pixel_symmetric": lambda x, scale, n_in, n_out:
+        n_in / 2 * (1 - n_out / (scale * n_in)) + (x + 0.5) / scale - 0.5,
+    "pytorch_half_pixel": lambda x, scale, n_in, n_out: (x + 0.5) / scale - 0.5 if n_out > 1 else 0 * x,
+    "align_corners": lambda x, scale, n_in, n_out: x * (n_in - 1) / (n_out - 1) if n_out > 1 else 0 * x,
+    "asymmetric": lambda x, scale, n_in, n_out: x / scale,
+    "tf_half_pixel_for_nn": lambda x, scale, n_in, n_out: (x + 0.5) / scale,
+}
+# input coordinate -> input index per nearest_mode ("simple": onnxruntime's Upsample and Resize-10)
+_NEAREST: dict[str, Callable] = {
+    "round_prefer_floor": lambda x, down: np.ceil(x - 0.5), "round_prefer_ceil": lambda x, down: np.floor(x + 0.5),
+    "floor": lambda x, down: np.floor(x), "ceil": lambda x, down: np.ceil(x),
+    "simple": lambda x, down: np.ceil(x) if down else np.floor(x),
+}
+
+
+def _cubic(ratio: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic weights of the taps -1, 0, 1, 2 around each coordinate (``ratio`` past its floor)."""
+    d = np.abs(ratio[:, None] - np.array([-1.0, 0.0, 1.0, 2.0]))
+    return np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
+
+
+def _interpolation(node: Node, coordinate: str, nearest: str, n_in: int, n_out: int, scale: float) -> np.ndarray:
+    """The [n_out, n_in] matrix of one axis' resize: each output's weights on the inputs."""
+    mode = node.get("mode", "nearest")
+    x = _COORDINATES[coordinate](np.arange(n_out, dtype=np.float32), np.float32(scale), np.float32(n_in),
+                                 np.float32(n_out))
+    if mode == "nearest":
+        taps, weights = _NEAREST[nearest](x, scale < 1)[:, None], np.ones((n_out, 1))
+    elif mode == "linear":
+        x = np.clip(x, 0, n_in - 1)
+        low = np.floor(x)
+        taps, weights = low[:, None] + np.array([0, 1]), np.stack([1 - (x - low), x - low], 1)
+    elif mode == "cubic":
+        low = np.floor(x)
+        taps, weights = low[:, None] + np.array([-1, 0, 1, 2]), _cubic(x - low, float(node.get("cubic_coeff_a", -0.75)))
+        if node.get("exclude_outside", 0):
+            weights = np.where((taps >= 0) & (taps < n_in), weights, 0.0)
+            weights = weights / weights.sum(1, keepdims=True)
+    else:
+        raise node.fail(f"mode {mode} is not supported")
+    matrix = np.zeros((n_out, n_in))
+    rows = np.broadcast_to(np.arange(n_out)[:, None], taps.shape)
+    np.add.at(matrix, (rows, np.clip(taps, 0, n_in - 1).astype(np.int64)), weights)
+    return matrix
+
+
+def _resized(node: Node, x, scales, sizes, coordinate: str, nearest: str):
+    """Resize as a product with a constant interpolation matrix per resized axis (the backward:
+    its transpose)."""
+    if coordinate not in _COORDINATES:
+        raise node.fail(f"coordinate_transformation_mode {coordinate} is not supported")
+    scales = [] if scales is None else as_tensor(scales).reshape(-1).tolist()
+    sizes = None if scales else _ints(sizes, node)
+    for i, axis in enumerate(a % x.dim() for a in node.get("axes", range(x.dim()))):
+        n_in = x.shape[axis]
+        if scales:
+            if scales[i] == 1:
+                continue
+            scale, n_out = scales[i], int(np.float32(scales[i]) * np.float32(int(n_in)))
+        elif sizes[i] == n_in:
+            continue
+        else:
+            scale, n_out = float(np.float32(sizes[i]) / np.float32(int(n_in))), sizes[i]
+        if axis == 0:
+            raise node.fail("resizing the batch axis is not supported")
+        matrix = torch.from_numpy(_interpolation(node, coordinate, nearest, int(n_in), n_out, scale)).to(x.dtype)
+        x = torch.matmul(matrix, x.movedim(axis, -2)).movedim(-2, axis)
+    return x
+
+
+def _resize(node: Node, x, roi=None, scales=None, sizes=None):
+    if node.opset < 11:  # Resize-10 reads (X, scales) and computes as Upsample
+        return _resized(node, x, roi, None, "asymmetric", "simple")
+    for key, plain in (("antialias", 0), ("keep_aspect_ratio_policy", "stretch")):
+        if node.get(key, plain) != plain:
+            raise node.fail(f"{key}={node.get(key)} is not supported")
+    return _resized(node, x, scales, sizes, node.get("coordinate_transformation_mode", "half_pixel"),
+                    node.get("nearest_mode", "round_prefer_floor"))
+
+
+def _upsample(node: Node, x, scales=None):
+    return _resized(node, x, node.get("scales") if scales is None else scales, None, "asymmetric", "simple")
 
 
 def reshape(node: Node, x, shape, fixed_batch: Optional[int] = None):
@@ -343,6 +522,18 @@ def _gather(node: Node, data, indices):
     index = torch.where(index < 0, index + size, index)
     picked = torch.index_select(data, axis, index.reshape(-1))
     return picked.reshape(list(data.shape[:axis]) + list(index.shape) + list(data.shape[axis + 1:]))
+
+
+def _gather_nd(node: Node, data, indices):
+    batch = int(node.get("batch_dims", 0))
+    index = as_tensor(indices).to(torch.int64)
+    depth = int(index.shape[-1])
+    bounds = torch.tensor([int(s) for s in data.shape[batch:batch + depth]])
+    shape = list(index.shape[:-1]) + list(data.shape[batch + depth:])
+    index = torch.where(index < 0, index + bounds, index)
+    rows = data.reshape([-1] + list(data.shape[batch:]))  # the batch axes as one
+    index = index.reshape(rows.shape[0], -1, depth)
+    return rows[(torch.arange(rows.shape[0]).reshape(-1, 1), *index.unbind(-1))].reshape(shape)
 
 
 def _unsqueeze(node: Node, x, axes=None):
@@ -421,7 +612,7 @@ def _split(node: Node, x, split=None):
     else:
         split = _ints(split, node)
     if not split:
-        count = len(node.outputs)
+        count = int(node.get("num_outputs", len(node.outputs)))
         size = int(x.shape[axis])
         chunk = -(-size // count)
         split = [min(chunk, size - i * chunk) for i in range(count)]
@@ -459,18 +650,25 @@ def _constant_of_shape(node: Node, shape):
 
 
 def _expand(node: Node, x, shape):
-    target = _ints(shape, node)
-    return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(target)))
+    """Broadcast to ``shape``, whose 1s keep the input's size and whose entries may be symbolic."""
+    x, target = as_tensor(x), _ints(shape, node)
+    rank = max(x.dim(), len(target))
+    sizes = [1] * (rank - x.dim()) + list(x.shape)
+    target = [1] * (rank - len(target)) + target
+    return x.expand([s if isinstance(t, int) and t == 1 else t for s, t in zip(sizes, target)])
+
+
+def _elementwise(fn: Callable, *values: Ints) -> Ints:
+    """``fn`` over Ints, those of length 1 repeated (broadcasting of 0-D and 1-D values)."""
+    count = max(len(v.values) for v in values)
+    columns = [v.values * count if len(v.values) == 1 else v.values for v in values]
+    return Ints.of((fn(*row) for row in zip(*columns)), scalar=all(v.scalar for v in values))
 
 
 def _arith(fn: Callable):
     def arith(node: Node, a, b):
         if isinstance(a, Ints) and isinstance(b, Ints):
-            left, right = a.values, b.values
-            n = max(len(left), len(right))
-            left = left * n if len(left) == 1 else left
-            right = right * n if len(right) == 1 else right
-            return Ints.of((fn(x, y) for x, y in zip(left, right)), scalar=a.scalar and b.scalar)
+            return _elementwise(fn, a, b)
         a, b = as_tensor(a), as_tensor(b)
         if fn is _floordiv and not (a.is_floating_point() or b.is_floating_point()):
             return torch.div(a, b, rounding_mode="trunc")
@@ -494,6 +692,38 @@ def _variadic(fn: Callable):
 
 def _unary(fn: Callable):
     return lambda node, x: fn(x)
+
+
+def _where(node: Node, condition, x, y):
+    if isinstance(x, Ints) and isinstance(y, Ints):  # shape values: chosen in Python
+        if isinstance(condition, torch.Tensor):
+            condition = Ints.of((bool(c) for c in condition.reshape(-1).tolist()), scalar=condition.dim() == 0)
+        return _elementwise(lambda c, a, b: a if c else b, condition, x, y)
+    return torch.where(as_tensor(condition).to(torch.bool), as_tensor(x), as_tensor(y))
+
+
+def _not(node: Node, x):
+    return Ints.of((not v for v in x.values), x.scalar) if isinstance(x, Ints) else torch.logical_not(x)
+
+
+def _range(node: Node, start, limit, delta):
+    """Ints when the three are integers and the range is short; a tensor otherwise."""
+    if all(isinstance(v, Ints) for v in (start, limit, delta)):
+        ends = [v.values[0] for v in (start, limit, delta)]
+        if all(isinstance(v, int) for v in ends) and len(range(*ends)) <= 64:
+            return Ints.of(range(*ends))
+        return torch.arange(*ends)
+    start = as_tensor(start)
+    return torch.arange(*(as_tensor(v).item() for v in (start, limit, delta)), dtype=start.dtype)
+
+
+def _arg(fn: Callable) -> Callable:
+    def arg(node: Node, x):
+        axis, keep = int(node.get("axis", 0)) % x.dim(), bool(node.get("keepdims", 1))
+        if node.get("select_last_index", 0):
+            return x.shape[axis] - 1 - fn(x.flip(axis), axis, keep)
+        return fn(x, axis, keep)
+    return arg
 
 
 class Quantized:
@@ -561,33 +791,63 @@ def _dropout(node: Node, x, *rest):
 
 
 OPS: dict[str, Callable] = {
-    "Conv": _conv, "MaxPool": _max_pool, "AveragePool": _average_pool,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "MaxPool": _max_pool, "AveragePool": _average_pool,
     "GlobalAveragePool": lambda node, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
     "GlobalMaxPool": lambda node, x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
-    "BatchNormalization": _batch_norm, "Gemm": _gemm,
-    "MatMul": lambda node, a, b: torch.matmul(a, b),
+    "BatchNormalization": _batch_norm, "LayerNormalization": _layer_norm, "GroupNormalization": _group_norm,
+    "InstanceNormalization": lambda node, x, scale, bias: F.group_norm(
+        x, int(x.shape[1]), scale, bias, float(node.get("epsilon", 1e-5))),
+    "Gemm": _gemm, "MatMul": lambda node, a, b: torch.matmul(a, b),
+    "Einsum": lambda node, *xs: torch.einsum(node.get("equation").replace(" ", ""), *xs),
     "Relu": _unary(torch.relu), "Sigmoid": _unary(torch.sigmoid), "Tanh": _unary(torch.tanh),
     "HardSigmoid": _hard_sigmoid, "HardSwish": _unary(F.hardswish), "Clip": _clip,
     "LeakyRelu": lambda node, x: F.leaky_relu(x, float(node.get("alpha", 0.01))),
     "PRelu": lambda node, x, slope: torch.where(x >= 0, x, x * slope),
     "Elu": lambda node, x: F.elu(x, float(node.get("alpha", 1.0))),
+    "Celu": lambda node, x: F.celu(x, float(node.get("alpha", 1.0))),
+    "Selu": lambda node, x: float(node.get("gamma", 1.05070102214813232421875)) * F.elu(
+        x, float(node.get("alpha", 1.67326319217681884765625))),
+    "ThresholdedRelu": lambda node, x: F.threshold(x, float(node.get("alpha", 1.0)), 0.0),
+    "Gelu": lambda node, x: F.gelu(x, approximate=node.get("approximate", "none")),
+    "Mish": _unary(F.mish), "Softsign": _unary(F.softsign),
     "Softplus": _unary(F.softplus), "Exp": _unary(torch.exp), "Log": _unary(torch.log),
     "Sqrt": _unary(torch.sqrt), "Neg": _unary(torch.neg), "Abs": _unary(torch.abs),
     "Reciprocal": _unary(torch.reciprocal), "Erf": _unary(torch.erf),
+    "Sin": _unary(torch.sin), "Cos": _unary(torch.cos), "Floor": _unary(torch.floor),
+    "Ceil": _unary(torch.ceil), "Round": _unary(torch.round), "Sign": _unary(torch.sign),
     "Pow": lambda node, a, b: torch.pow(a, as_tensor(b)),
-    "Add": _arith(lambda a, b: a + b), "Sub": _arith(lambda a, b: a - b),
-    "Mul": _arith(lambda a, b: a * b), "Div": _arith(_floordiv),
+    "Add": _arith(operator.add), "Sub": _arith(operator.sub), "Mul": _arith(operator.mul), "Div": _arith(_floordiv),
+    "Equal": _arith(operator.eq), "Less": _arith(operator.lt), "Greater": _arith(operator.gt),
+    "LessOrEqual": _arith(operator.le), "GreaterOrEqual": _arith(operator.ge),
+    "And": _arith(operator.and_), "Or": _arith(operator.or_), "Not": _not, "Where": _where,
     "Sum": _variadic(torch.add), "Max": _variadic(torch.maximum), "Min": _variadic(torch.minimum),
     "Mean": lambda node, *xs: _variadic(torch.add)(node, *xs) / len(xs),
-    "Softmax": _softmax, "LogSoftmax": lambda node, x: _softmax(node, x, log=True),
-    "LRN": _lrn, "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"),
-    "ReduceMax": _reduce("max"), "ReduceMin": _reduce("min"),
+    "Softmax": _softmax, "LogSoftmax": lambda node, x: _softmax(node, x, log=True), "LRN": _lrn,
+    **{f"Reduce{kind}": _reduce(kind) for kind in _REDUCTIONS},
+    "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin), "CumSum": _cumsum,
     "Flatten": _flatten, "Transpose": _transpose, "Pad": _pad, "Shape": _shape,
-    "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat,
-    "Slice": _slice, "Split": _split, "Cast": _cast, "Constant": _constant,
+    "Gather": _gather, "GatherND": _gather_nd, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat,
+    "Slice": _slice, "Split": _split, "Tile": lambda node, x, repeats: x.repeat(_ints(repeats, node)),
+    "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
+    "Resize": _resize, "Upsample": _upsample, "Range": _range, "Cast": _cast, "Constant": _constant,
     "ConstantOfShape": _constant_of_shape, "Expand": _expand, "Identity": _identity,
     "Dropout": _dropout, "Reshape": reshape,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
+}
+# the forms an op refuses (Node.fail), for the supported-op page (onnxcam_export.op_list)
+NOTES = {
+    "Conv": "2-D", "ConvTranspose": "2-D", "MaxPool": "2-D", "AveragePool": "2-D, no dilations",
+    "BatchNormalization": "inference form (training_mode=0, spatial=1)",
+    "Pad": "modes constant, reflect, edge (reflect and edge on the last two axes)",
+    "Slice": "the batch axis whole only",
+    "Resize": "modes nearest, linear, cubic; not the batch axis, tf_crop_and_resize, antialias or "
+              "keep_aspect_ratio_policy other than stretch",
+    "Upsample": "modes nearest, linear",
+    "Gather": "shape values along axis 0 only", "Squeeze": "shape values of length 1 only",
+    "Unsqueeze": "shape values: 0-D only", "ReduceMean": "not of shape values",
+    "Cast": "to float, integer and bool types", "Range": "float bounds constant",
+    "QuantizeLinear": "uint8 and int8, constant scales, no block_size; read by DequantizeLinear only",
+    "DequantizeLinear": "constant scales, no block_size",
 }
 # ops the reader knows and refuses, with what to do instead
 REFUSED = {

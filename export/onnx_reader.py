@@ -16,9 +16,10 @@ weights one :data:`~onnxcam_export.quantization.dequantize` (never folded: onnxr
 kernels read the integers); their scales must be constant, finite and nonzero. Dynamic
 quantization (:data:`REFUSED`) is refused naming the op and what to do instead.
 
-The ops themselves live in :mod:`onnxcam_export.onnx_ops`. An op outside :data:`OPS` raises :class:`OnnxcamError` naming the op and the node while the
-module is built; an attribute form the reader does not implement raises the same kind of error
-at the first forward pass (which the exporter makes before anything is written).
+The ops themselves live in :mod:`onnxcam_export.onnx_ops`. An op outside its ``OPS`` raises
+:class:`OnnxcamError` naming the op and the node while the module is built; an attribute
+form the reader does not implement raises the same kind of error at the first forward pass
+(which the exporter makes before anything is written).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from onnxcam.errors import OnnxcamError
+from onnxcam.images.plain_input import luma
 from onnxcam_export.onnx_ops import (
     NOT_FOLDED,
     OPS,
@@ -105,6 +107,21 @@ def _check_pairs(nodes: list[Node], constants: dict[str, Value]) -> None:
                             f"{source.name!r} (requantization is not supported)")
 
 
+def needed_tensors(nodes: list, output: str) -> set[str]:
+    """Names of the tensors ``output`` depends on (``nodes``: with ``inputs`` and ``outputs``)."""
+    producer = {name: node for node in nodes for name in node.outputs}
+    needed, stack = set(), [output]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None:
+            stack.extend(i for i in node.inputs if i)
+    return needed
+
+
 class _Tap(nn.Identity):
     """The identity a graph tensor passes through, so forward hooks can read or replace it."""
 
@@ -114,16 +131,17 @@ class OnnxClassifier(nn.Module):
 
     ``forward`` takes an NCHW batch in ``channels`` order ("RGB" or "BGR" as the explain-graph's
     input is always RGB) and returns the tensor ``logits`` of the file ([N, C]; an [N, C, 1, 1]
-    output is flattened). ``input_layout`` "NHWC" transposes the batch before the graph, and
+    or [N, 1, C] output is flattened). ``input_layout`` "NHWC" transposes the batch before the graph, and
     ``channels`` "BGR" reverses the channels: the file sees exactly what it expects.
     ``fixed_batch``: the file's batch size when it is fixed; a ``Reshape`` to a constant shape
-    that starts with it keeps the batch of its input instead.
+    that starts with it keeps the batch of its input instead. ``gray``: the file takes one
+    channel, the luma of the RGB batch (:func:`onnxcam.images.plain_input.luma`).
     """
 
     def __init__(self, model, input_name: str, logits: str, input_layout: str = "NCHW",
-                 channels: str = "RGB", fixed_batch: Optional[int] = None):
+                 channels: str = "RGB", fixed_batch: Optional[int] = None, gray: bool = False):
         super().__init__()
-        self.input_name, self.logits = input_name, logits
+        self.input_name, self.logits, self.gray = input_name, logits, gray
         self.input_layout, self.channels, self.fixed_batch = input_layout, channels, fixed_batch
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         foreign = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
@@ -134,7 +152,7 @@ class OnnxClassifier(nn.Module):
                                f"and not supported (the file has: {', '.join(ops)})")
         constants: dict[str, Value] = {t.name: from_proto(t) for t in model.graph.initializer}
         nodes = [Node(proto, opset) for proto in model.graph.node]
-        needed = self._needed(nodes, logits)
+        needed = needed_tensors(nodes, logits)
         self.nodes: list[Node] = []
         known = {input_name}
         for node in nodes:
@@ -233,21 +251,6 @@ class OnnxClassifier(nn.Module):
                 linear.bias.copy_(bias * float(node.get("beta", 1.0)))
         return linear.requires_grad_(False)
 
-    @staticmethod
-    def _needed(nodes: list[Node], output: str) -> set[str]:
-        """Names of the tensors the output depends on."""
-        producer = {name: node for node in nodes for name in node.outputs}
-        needed, stack = set(), [output]
-        while stack:
-            name = stack.pop()
-            if name in needed:
-                continue
-            needed.add(name)
-            node = producer.get(name)
-            if node is not None:
-                stack.extend(i for i in node.inputs if i)
-        return needed
-
     def _call(self, node: Node, args: list, folding: bool = False) -> list:
         while args and args[-1] is None:
             args.pop()
@@ -275,7 +278,9 @@ class OnnxClassifier(nn.Module):
         return getattr(self._modules[CONSTANTS], value) if isinstance(value, str) else value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels == "BGR":
+        if self.gray:
+            x = luma(x)
+        elif self.channels == "BGR":
             x = x.flip(1)
         if self.input_layout == "NHWC":
             x = x.permute(0, 2, 3, 1)
@@ -293,6 +298,6 @@ class OnnxClassifier(nn.Module):
                     value = self._modules[name](value)
                 env[name] = value
         out = env[self.logits] if self.logits in env else as_tensor(self._constant(self.logits))
-        if out.dim() > 2 and all(int(s) == 1 for s in out.shape[2:]):
-            out = out.reshape(out.shape[0], out.shape[1])
+        if out.dim() > 2 and sum(int(s) > 1 for s in out.shape[1:]) <= 1:  # [N, C, 1, 1], [N, 1, C]
+            out = out.reshape(out.shape[0], -1)
         return out

@@ -32,10 +32,12 @@ class ExplainWrapper(nn.Module):
                  guided: bool = False, plain_input_gradient: bool = False,
                  calls: Optional[dict[str, int]] = None, repeat_input: bool = False,
                  layouts: Optional[dict[str, str]] = None, maps: Sequence[str] = (),
-                 head: Optional[str] = None):
+                 head: Optional[str] = None, head_kind: str = "softmax"):
         super().__init__()
         if score not in ("logit", "softmax"):
             raise ValueError(f"score: expected 'logit' or 'softmax', got {score!r}")
+        # ArtifactInfo.head: "binary" serves a one-logit model's z as the two classes [z, -z]
+        self.head_kind = head_kind
         self.maps = list(maps)  # methods of onnxcam_export.in_graph_maps computed in the graph
         self.model = model
         self.layers = list(layers)
@@ -53,7 +55,8 @@ class ExplainWrapper(nn.Module):
         # layers whose output is not [N, C, h, w] (token grids, channels-last maps)
         self.layouts = {name: (layouts or {}).get(name, "nchw") for name in self.layers}
         # the shortcut holds for logit scores and gradients at the target layers only
-        usable = head is not None and score == "logit" and not (guided or plain_input_gradient)
+        usable = head is not None and score == "logit" and not (guided or plain_input_gradient) \
+            and head_kind != "binary"
         self._head = {head: modules[head]} if usable else {}  # a dict: not a submodule of the wrapper
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor,
@@ -116,6 +119,8 @@ class ExplainWrapper(nn.Module):
                 # attention through its math kernel, whose backward is plain matrix products
                 with ContiguousAdaptivePool(), sdpa_kernel([SDPBackend.MATH]):
                     logits_all = self.model(x)
+                if self.head_kind == "binary":
+                    logits_all = torch.cat([logits_all, -logits_all], dim=1)
                 missing = [name for name in self.layers if name not in captured]
                 if missing:
                     raise RuntimeError(f"target layer(s) {missing} did not run in the forward pass")
@@ -133,7 +138,9 @@ class ExplainWrapper(nn.Module):
                                                head_is_logits=head_io[2] is logits_all)
                 else:
                     grads = torch.autograd.grad(selected, targets_at, retain_graph=needs_input_gradient)
-                probs = torch.softmax(logits.float(), dim=1).gather(1, resolved).to(logits.dtype)
+                chance = torch.softmax(logits.float(), dim=1) if self.head_kind == "softmax" else \
+                    torch.sigmoid(logits.float())
+                probs = chance.gather(1, resolved).to(logits.dtype)
                 outputs = [logits, resolved, probs]
                 pairs = [(activations[name], grad[:rows].reshape((n, k) + tuple(grad.shape[1:])))
                          for name, grad in zip(self.layers, grads)]

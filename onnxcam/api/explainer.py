@@ -33,7 +33,7 @@ class ExplainResult:
 
     method: str
     classes: np.ndarray  # int64 [N, K]: the explained class of each target (ranks resolved)
-    probs: np.ndarray  # float32 [N, K]: softmax probability of those classes
+    probs: np.ndarray  # float32 [N, K]: probability of those classes (softmax, or sigmoid: ArtifactInfo.head)
     logits: np.ndarray  # float32 [N, C]
     heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
     raw_maps: np.ndarray  # float32 [N, K, h, w]: unnormalized maps at layer resolution
@@ -310,7 +310,7 @@ class Explainer:
         # the runner's float outputs are float32, the indices int64 (the format's contract)
         context = Batch(batch, out[TARGET_INDICES], out[LOGITS], out, self.runner, forward_batch_size, progress)
         probs = (out[TARGET_PROBS] if TARGET_PROBS in out
-                 else target_scores(context.logits, context.classes, "softmax").astype(np.float32))
+                 else target_scores(context.logits, context.classes, self.info.probability).astype(np.float32))
         return [ExplainResult(
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,
             heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,

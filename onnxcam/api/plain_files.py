@@ -14,7 +14,7 @@ from onnxcam.api.explainer import Explainer
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.images.decode import DEFAULT_MAX_PIXELS
 from onnxcam.images.geometry import input_transform
-from onnxcam.images.plain_input import PlainInput, Preprocessing, describe_input
+from onnxcam.images.plain_input import PlainInput, Preprocessing, describe_input, luma
 from onnxcam.methods.registry import get_method
 from onnxcam.runtime.artifact import LOGITS, TARGET_INDICES, ArtifactInfo
 from onnxcam.runtime.session import (
@@ -38,15 +38,20 @@ class PlainRunner:
     ``run`` serves ``logits`` and ``target_indices`` only. A file with a fixed batch size is
     fed that many rows at a time (the last run padded). An output of probabilities (see
     ``is_probabilities``, judged on the first run) is served as their logarithms, whose softmax
-    they are."""
+    they are. A one-column output (a binary classifier) is served as the two classes
+    ``[z, -z]`` of its logit ``z`` (``ArtifactInfo.head`` "binary"); values all inside (0, 1) on
+    the first run are taken as the sigmoid probability and served as its logit."""
 
     def __init__(self, session, info: ArtifactInfo, path: Path, image: PlainInput, output: str):
         self.session, self.info, self.path, self.image, self.output = session, info, path, image, output
         self.outputs = {LOGITS, TARGET_INDICES}
         self.probabilities: Optional[bool] = None
+        self.binary = False  # the file gives one column
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Logits [N, C] of an input batch in the file's own layout."""
+        if self.image.channels == 1:  # a grayscale file: the luma of the normalized RGB rows
+            inputs = luma(inputs, 1 if self.image.layout == "NCHW" else 3)
         inputs = np.ascontiguousarray(inputs, np.float32)
         step = self.image.batch or max(len(inputs), 1)
         parts = []
@@ -59,12 +64,14 @@ class PlainRunner:
             except Exception as error:  # onnxruntime's own exception types
                 raise OnnxcamError(f"{self.path}: inference failed: {first_line(error)}") from None
             parts.append(out.reshape(len(out), -1)[:min(step, len(inputs) - start)].astype(np.float32))
-        values = np.concatenate(parts) if parts else np.zeros((0, self.info.num_classes), np.float32)
+        values = np.concatenate(parts) if parts else np.zeros((0, max(self.info.num_classes, 1)), np.float32)
+        binary = self.binary = values.shape[1] == 1
         if self.probabilities is None and len(values):
-            self.probabilities = is_probabilities(values)
+            self.probabilities = bool(np.all((values > 0) & (values < 1))) if binary else is_probabilities(values)
         if self.probabilities:
-            values = np.log(np.maximum(values, np.finfo(np.float32).tiny))
-        return values
+            tiny = np.finfo(np.float32).tiny
+            values = np.log(np.maximum(values, tiny)) - (np.log(np.maximum(1 - values, tiny)) if binary else 0)
+        return np.concatenate([values, -values], axis=1) if binary else values
 
     def run(self, fetch: Sequence[str], inputs: np.ndarray, targets: np.ndarray,
             layer_rows: Optional[np.ndarray] = None) -> list[np.ndarray]:
@@ -109,6 +116,7 @@ class PlainExplainer(Explainer):
         probe_shape = (image.batch or 1,) + ((3,) + image.size if image.layout == "NCHW" else image.size + (3,))
         self.info.num_classes = self.runner.logits(np.zeros(probe_shape, np.float32)).shape[1]
         self.runner.probabilities = None  # judged on real inputs, not on the blank probe
+        self.info.head = "binary" if self.runner.binary else "softmax"
         if prep.labels is not None and len(prep.labels) != self.info.num_classes:
             raise OnnxcamError(f"--labels: {len(prep.labels)} names for a model with "
                                f"{self.info.num_classes} classes")

@@ -105,11 +105,12 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser, size_and_labels
     (``onnxcam export`` and ``onnxcam explain``); ``size_and_labels`` adds ``--input-size`` and
     ``--labels`` (export has its own)."""
     group = parser.add_argument_group("plain .onnx files")
-    group.add_argument("--mean", nargs=3, type=float, metavar=("M1", "M2", "M3"),
-                       help="per-channel mean, in --channels order, on pixels in [0, --scale] "
-                            "(default: ImageNet's 0.485 0.456 0.406)")
-    group.add_argument("--std", nargs=3, type=float, metavar=("S1", "S2", "S3"),
-                       help="per-channel std, likewise (default: ImageNet's 0.229 0.224 0.225)")
+    group.add_argument("--mean", nargs="+", type=float, metavar="M",
+                       help="per-channel mean (3 values in --channels order, or 1 for all), on pixels in "
+                            "[0, --scale] (default: ImageNet's 0.485 0.456 0.406; 0.449 for a grayscale file)")
+    group.add_argument("--std", nargs="+", type=float, metavar="S",
+                       help="per-channel std, likewise (default: ImageNet's 0.229 0.224 0.225; 0.226 for "
+                            "a grayscale file)")
     group.add_argument("--scale", type=int, choices=(1, 255),
                        help="pixels scaled to [0, 1] (default) or [0, 255] before mean and std")
     group.add_argument("--channels", type=str.lower, choices=("rgb", "bgr"),
@@ -126,8 +127,14 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser, size_and_labels
 
 def preprocessing_options(args: argparse.Namespace) -> dict:
     """The plain-file options given on the command line, by Preprocessing field (None: not given)."""
-    return {"mean": args.mean, "std": args.std, "scale": args.scale, "channels": args.channels,
-            "layout": args.layout, "output": args.output_name}
+    for option in ("mean", "std"):
+        values = getattr(args, option)
+        if values is not None and len(values) not in (1, 3):
+            raise OnnxcamError(f"--{option}: expected 3 values (one per channel) or 1, got {len(values)}")
+    three = {option: None if values is None else list(values) * (3 // len(values))
+             for option, values in (("mean", args.mean), ("std", args.std))}
+    return {**three, "scale": args.scale, "channels": args.channels, "layout": args.layout,
+            "output": args.output_name}
 
 
 def preprocessing_from(args: argparse.Namespace) -> Optional[Preprocessing]:

@@ -2,7 +2,8 @@
 cannot tell.
 
 The file tells its input's name, rank, batch (fixed or dynamic) and, when fixed, its size; a
-guess of its layout (NHWC when the last axis has 3 entries and the second does not). Mean, std,
+guess of its layout (NHWC when the last axis has 3 entries, or 1, and the second does not); 1 or
+3 channels (a grayscale file's channel is the luma of the RGB image, ITU-R BT.601). Mean, std,
 pixel scale, channel order, a dynamic input size and class names come from the caller, as
 :class:`Preprocessing` (on the command line: :func:`onnxcam.cli.options.add_preprocessing_arguments`).
 """
@@ -16,6 +17,14 @@ from onnxcam.errors import OnnxcamError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LUMA = (0.299, 0.587, 0.114)  # a grayscale file's channel from R, G, B (ITU-R BT.601, as OpenCV)
+
+
+def luma(x, axis: int = 1):
+    """The grayscale channel (kept as an axis of 1) of RGB rows, numpy or torch: with equal mean
+    and std on every channel, the luma of the normalized channels is the normalized luma."""
+    r, g, b = (x[(slice(None),) * axis + (slice(c, c + 1),)] for c in range(3))
+    return LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
 
 
 @dataclass
@@ -43,6 +52,7 @@ class PlainInput:
     layout: str  # "NCHW" or "NHWC"
     batch: Optional[int]  # None: dynamic
     size: tuple[int, int]
+    channels: int = 3  # 1: a grayscale file
 
 
 def describe_input(shape: Sequence, name: str, path: Path, layout: Optional[str] = None,
@@ -53,14 +63,16 @@ def describe_input(shape: Sequence, name: str, path: Path, layout: Optional[str]
         raise OnnxcamError(f"{path}: input {name!r} has rank {len(dims)}; expected an image batch "
                            "[N, 3, H, W] or [N, H, W, 3]")
     if layout is None:
-        layout = "NHWC" if dims[3] == 3 and dims[1] != 3 else "NCHW"
+        layout = "NHWC" if dims[3] in (1, 3) and dims[1] not in (1, 3) else "NCHW"
     layout = layout.upper()
     if layout not in ("NCHW", "NHWC"):
         raise OnnxcamError(f"--layout: expected nchw or nhwc, got {layout.lower()!r}")
     channels, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
-    if channels not in (None, 3):
-        raise OnnxcamError(f"{path}: input {name!r} has {channels} channels in {layout} layout; "
-                           "expected 3 (see --layout)")
+    if channels not in (None, 1, 3):
+        other = dims[3] if layout == "NCHW" else dims[1]
+        hint = " (see --layout)" if other in (1, 3) else ""
+        raise OnnxcamError(f"{path}: input {name!r} has {channels} channels in {layout} layout; expected 3 "
+                           f"(colour) or 1 (grayscale){hint}")
     if input_size is not None:
         size = (int(input_size[0]), int(input_size[1]))
         if (h is not None and h != size[0]) or (w is not None and w != size[1]):
@@ -69,7 +81,7 @@ def describe_input(shape: Sequence, name: str, path: Path, layout: Optional[str]
         raise OnnxcamError(f"{path}: the input size of {name!r} is not fixed; pass --input-size H W")
     else:
         size = (h, w)
-    return PlainInput(name, layout, dims[0], size)
+    return PlainInput(name, layout, dims[0], size, channels or 3)
 
 
 def read_labels(path: str) -> list[str]:

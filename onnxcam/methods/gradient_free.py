@@ -4,8 +4,8 @@ They read nothing but the logits, so they run on any classifier file: a plain on
 :mod:`onnxcam.api.plain_files`) as well as an explain-graph. A mask is [H, W] at the network input, 1
 where a pixel is kept and 0 where it is replaced by the baseline 0 of the normalized input (the
 mean colour). Masked copies are scored in batches of ``Batch.rows_per_run`` rows, mask-major,
-so each mask is made once for every image of the batch. The score is the softmax probability
-of the target class.
+so each mask is made once for every image of the batch. The score is the target class's
+probability (softmax, or sigmoid for a multi-label or one-logit head).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class MaskingMethod(Method):
         size = tuple(batch.info.input_size)
         count = self.count(size)
         channels_last = batch.info.layout.upper() == "NHWC"
-        original = target_scores(batch.logits, batch.classes, "softmax")
+        original = target_scores(batch.logits, batch.classes, batch.info.probability)
         sums = np.zeros((n, k) + size)
         masks = _MaskStream(self, size)
 
@@ -61,7 +61,7 @@ class MaskingMethod(Method):
 
         for start, stop, logits in batch.passes(self.name, n * count, LOGITS, rows):
             index = np.arange(start, stop)
-            scores = target_scores(logits, batch.classes[index % n], "softmax")
+            scores = target_scores(logits, batch.classes[index % n], batch.info.probability)
             footprints_all = masks.get(start // n, (stop - 1) // n + 1)
             for image in range(n):
                 mine = index % n == image

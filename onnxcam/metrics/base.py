@@ -4,7 +4,8 @@ and the base class :class:`Metric`.
 
 Conventions, for every metric:
 
-- *probability*: the target class's softmax probability over all of the model's logits
+- *probability*: the target class's probability: the softmax over all of the model's logits, or
+  the class's sigmoid for a multi-label or one-logit head (``ArtifactInfo.head``)
   (computed in float64 from the ``logits`` output), whatever score the file differentiates;
 - *image*: as the network sees it, fitted to the input size (resized, cropped) and in pixel
   space [0, 1], before the mean/std normalization; perturbations happen there and the result is
@@ -58,7 +59,7 @@ class Scene:
     pixels: np.ndarray  # float32 [N, 3, H, W] in [0, 1], before normalization
     geometries: list[Geometry]  # how each original image became the network input
     classes: np.ndarray  # int64 [N, K], ranks resolved
-    probs: np.ndarray  # float64 [N, K]: softmax probability of those classes
+    probs: np.ndarray  # float64 [N, K]: probability of those classes (ArtifactInfo.probability)
     batch: Batch  # the session, for perturbed passes
     names: list[str]  # the images' names, for messages
     _blurred: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
@@ -82,7 +83,7 @@ class Scene:
             names = [str(image) if isinstance(image, (str, os.PathLike)) else f"images[{i}]"
                      for i, image in enumerate(sources)]
         return cls(pixels, geometries, batch.classes, target_scores(
-            batch.logits, batch.classes, "softmax"), batch, list(names))
+            batch.logits, batch.classes, explainer.info.probability), batch, list(names))
 
     @property
     def info(self) -> ArtifactInfo:
@@ -120,7 +121,7 @@ class Scene:
         if count == 0:
             return np.zeros(0)
         logits = self.batch.logits_of_inputs(label, count, lambda a, b: self.normalize(rows(a, b)))
-        return target_scores(logits, np.asarray(classes)[:, None], "softmax")[:, 0]
+        return target_scores(logits, np.asarray(classes)[:, None], self.info.probability)[:, 0]
 
     def maps(self, heatmaps, zero_maps: Optional[np.ndarray] = None) -> "Maps":
         """One method's maps over these images: per image [K, H_img, W_img] in [0, 1] (a list,

@@ -10,7 +10,9 @@ from typing import Optional
 # 3: ``target_probs``; in-graph maps also give ``heatmaps/<m>`` and ``zero_maps/<m>``, and
 # ``maps/<m>`` holds the raw map at the resolution the runtime's own raw maps have
 # 4: ``quantization``: how an INT8 file is quantized (null for float files)
-FORMAT_VERSION = 4
+# 5: ``head``: how class probabilities follow from the logits ("softmax", or "sigmoid" for
+# multi-label and one-logit files, whose logits are then [z, -z]); files before read as softmax
+FORMAT_VERSION = 5
 METADATA_KEY = "onnxcam"
 
 INPUT = "input"
@@ -21,7 +23,7 @@ INPUT_GRADIENTS = "input_gradients"  # guided-backprop gradient w.r.t. the input
 PLAIN_INPUT_GRADIENTS = "plain_input_gradients"  # ordinary gradient w.r.t. the input
 LAYER_INPUT = "layer_input"  # [M, Ck, h, w] rows fed through the layers after the first target layer
 LAYER_LOGITS = "layer_logits"  # [M, C] their logits
-TARGET_PROBS = "target_probs"  # [N, K] softmax probability of each resolved target
+TARGET_PROBS = "target_probs"  # [N, K] probability of each resolved target (see ArtifactInfo.head)
 DEFAULT_MAPS = ("gradcam",)  # methods whose heatmaps an export computes in the graph by default
 
 
@@ -70,6 +72,9 @@ class ArtifactInfo:
     resize_size: Optional[int] = None
     source: str = ""
     score: str = "logit"  # which score is differentiated: "logit" or "softmax"
+    # "softmax": one class per image; "sigmoid": independent per-class probabilities (multi-label);
+    # "binary": a one-logit file z, served as the two classes [z, -z] ("not the class"), sigmoid each
+    head: str = "softmax"
     guided: bool = False
     plain_input_gradient: bool = False
     cam_layer: Optional[str] = None  # layer feeding a GAP -> linear head, where CAM is defined
@@ -80,6 +85,11 @@ class ArtifactInfo:
     quantization: Optional[dict] = None  # of an INT8 file: its form, integer types, fused kernels, calibration
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+
+    @property
+    def probability(self) -> str:
+        """How a class's probability follows from the logits: "softmax" or "sigmoid"."""
+        return "softmax" if self.head == "softmax" else "sigmoid"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

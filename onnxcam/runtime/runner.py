@@ -122,9 +122,12 @@ class Batch:
 
 
 def target_scores(logits: np.ndarray, classes: np.ndarray, score: str) -> np.ndarray:
-    """The differentiated score (``logit`` or ``softmax`` probability) of ``classes`` [M, K]."""
+    """The score of ``classes`` [M, K]: the ``logit``, its ``sigmoid`` or its ``softmax``
+    probability over the row."""
     values = logits.astype(np.float64)
     picked = values[np.arange(len(values))[:, None], classes]
+    if score == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-picked))
     if score != "softmax":
         return picked
     top = values.max(axis=1, keepdims=True)

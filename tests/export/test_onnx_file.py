@@ -122,7 +122,8 @@ def test_light_model_exports_and_explains(name, tmp_path):
     path = LIGHT / f"light_{name}.onnx"
     info = export_onnx_file(path, tmp_path / "graph.onnx")
     softmax = any(node.op_type == "Softmax" for node in onnx.load(str(path)).graph.node)
-    assert info.layers and info.extra["onnx_softmax"] == softmax and softmax == (name != "densenet121")
+    assert info.layers and (info.extra["onnx_probabilities"] == "softmax") == softmax
+    assert softmax == (name != "densenet121")
     result = Explainer(tmp_path / "graph.onnx").explain(skimage.data.chelsea(), method="gradcam", top_k=2)
     assert result.heatmaps[0].shape[1:] == skimage.data.chelsea().shape[:2]
     assert np.isfinite(result.raw_maps).all()
@@ -144,7 +145,7 @@ def test_light_squeezenet_cli(tmp_path):
     proc = run_cli("export", str(LIGHT / "light_squeezenet.onnx"), "--layer", "r60", "--input-gradient", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["model"] == "models/light_squeezenet.onnx" and report["softmax_output"] is True
+    assert report["model"] == "models/light_squeezenet.onnx" and report["probability_output"] == "softmax"
     cv2.imwrite(str(tmp_path / "cat.png"), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
     explained = run_cli("explain", "light_squeezenet", "cat.png", "--method", "gradcam,saliency", cwd=tmp_path)
     assert explained.returncode == 0, explained.stderr
@@ -177,7 +178,7 @@ def test_open_nsfw_exports_explains_and_matches_finite_differences(tmp_path):
     proc = run_cli("export", str(nsfw_file()), *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["layers"] == NSFW_LAYERS and report["classes"] == 2 and report["softmax_output"]
+    assert report["layers"] == NSFW_LAYERS and report["classes"] == 2 and report["probability_output"] == "softmax"
 
     cv2.imwrite(str(tmp_path / "cat.png"), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
     explained = run_cli("explain", "nsfw.onnx", "cat.png", "--method", "gradcam", "-o", "out", cwd=tmp_path)

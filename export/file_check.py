@@ -1,0 +1,71 @@
+"""`onnxcam export --check FILE`: what onnxcam sees in a plain classifier file, without exporting
+it: its input, output and head, its ops (and which of them the reader does not take), the
+candidate target layers and the one an export would pick."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from onnxcam.errors import OnnxcamError
+from onnxcam_export.onnx_file import classifier, read_source, tensor_candidates
+from onnxcam_export.onnx_ops import OPS, REFUSED
+from onnxcam_export.onnx_reader import needed_tensors
+
+
+def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
+               input_size: Optional[Sequence[int]] = None, channels: str = "rgb") -> tuple[list[str], bool]:
+    """The report's lines, and whether the file can be exported as it is."""
+    path = Path(path)
+    try:
+        source = read_source(path, output, layout, input_size)
+    except OnnxcamError as error:
+        return [f"file: {path}", f"verdict: not exportable: {error}"], False
+    model = source.model
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    image = source.image
+    lines = [f"file: {path.name} (opset {opset}, IR {model.ir_version}, from {model.producer_name or '?'} "
+             f"{model.producer_version})".replace(" )", ")"),
+             f"input: {image.name} {image.layout}, {image.channels} channel{'s' * (image.channels > 1)}, "
+             f"{image.size[0]}x{image.size[1]}, batch {image.batch or 'dynamic'}"]
+    behind = {"softmax": "the input of its final softmax", "sigmoid": "the input of its final sigmoid"}
+    lines.append(f"output: {source.output}; logits: {behind.get(source.probabilities, 'the output itself')}")
+    needed = needed_tensors([_Named(n) for n in model.graph.node], source.logits)
+    nodes = [n for n in model.graph.node if needed.intersection(n.output)]
+    counts = Counter(_op(n) for n in nodes)
+    lines.append(f"ops ({len(counts)} types, {len(nodes)} nodes): "
+                 + ", ".join(f"{op} {count}" for op, count in sorted(counts.items())))
+    unknown = sorted(op for op in counts if op not in OPS)
+    lines.append("unsupported ops: " + (", ".join(
+        f"{op} ({REFUSED[op].split(';')[0]})" if op in REFUSED else op for op in unknown) or "none"))
+    try:
+        module = classifier(source, channels)
+        candidates = tensor_candidates(module, image.size)
+        with torch.no_grad():
+            columns = int(module(torch.zeros(1, 3, *image.size)).shape[1])
+    except (OnnxcamError, RuntimeError) as error:
+        lines.append(f"verdict: not exportable: {str(error).splitlines()[0]}")
+        return lines, False
+    head = "binary (classes z and not-z)" if columns == 1 else \
+        f"{'sigmoid (multi-label)' if source.probabilities == 'sigmoid' else 'softmax'}, {columns} classes"
+    lines.append(f"head: {head}")
+    lines += [f"candidate layer: {name} {list(shape[1:])}" for name, shape in candidates]
+    if not candidates:
+        lines.append("verdict: not exportable: no tensor is a spatial map [N, C, h, w]; name one with --layer")
+        return lines, False
+    lines.append(f"proposed target layer: {candidates[-1][0]} (the last spatial map)")
+    lines.append(f"verdict: exportable (onnxcam export {path})")
+    return lines, True
+
+
+class _Named:
+    """An ONNX node as :func:`needed_tensors` reads it."""
+
+    def __init__(self, proto):
+        self.inputs, self.outputs = list(proto.input), list(proto.output)
+
+
+def _op(node) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
