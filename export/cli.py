@@ -140,8 +140,8 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
     from onnxcam_export.onnx_file import (
         classifier,
         export_onnx_file,
+        layer_choices,
         read_source,
-        tensor_candidates,
     )
 
     source = Path(args.model)
@@ -155,8 +155,9 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
         return 0 if exportable else 1
     if args.list_layers:
         read = read_source(source, prep.get("output"), prep.get("layout"), args.input_size)
-        for name, shape in tensor_candidates(classifier(read, prep.get("channels", "rgb")), read.image.size):
-            print(f"{name}\t{list(shape[1:])}")
+        for choice in layer_choices(classifier(read, prep.get("channels", "rgb")), read.image.size):
+            print(f"{choice.name}\t{list(choice.shape[1:])}\t" + (
+                f"candidate ({choice.layout})" if choice.excluded is None else f"not a candidate: {choice.excluded}"))
         return 0
     output = Path(args.output) if args.output else model_file(source.stem)
     if output.resolve() == source.resolve():

@@ -23,7 +23,7 @@ from onnxcam.runtime.runner import target_scores
 from onnxcam_export import passes
 from onnxcam_export.checks import expanded_constants
 from onnxcam_export.in_graph_maps import IN_GRAPH_METHODS, in_graph_map
-from onnxcam_export.layer_layouts import detect_layout, require_layout, spatial_shape
+from onnxcam_export.layer_layouts import PREFIX_TOKENS, detect_layout, require_layout, spatial_shape
 from onnxcam_export.layers import (
     cam_layer,
     channelwise_head,
@@ -66,8 +66,9 @@ def export(model: nn.Module, path: str | Path, target_layers: Optional[Sequence[
     with a spatial output. ``guided`` adds ``input_gradients`` (guided backprop),
     ``plain_input_gradient`` adds ``plain_input_gradients``. ``score`` picks the
     differentiated score: the pre-softmax ``"logit"`` or the ``"softmax"`` probability.
-    ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or ``"tokens"`` (a ViT
-    sequence with a class token); detected when not given, NCHW otherwise. ``maps`` names
+    ``layouts`` maps a layer to ``"nhwc"`` (channels-last maps, Swin) or a token layout
+    (``"tokens"``: a ViT sequence with a class token; ``"distilled"``, ``"patches"``: see
+    :mod:`onnxcam_export.layer_layouts`); detected when not given, NCHW otherwise. ``maps`` names
     methods (see ``onnxcam_export.in_graph_maps.IN_GRAPH_METHODS``) whose final heatmaps the graph
     computes itself (default: Grad-CAM's), so the runtime does no work after the run for them;
     ``()`` for none. ``precision``
@@ -284,7 +285,7 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
 
 def _to_onnx(wrapper: ExplainWrapper, info: ArtifactInfo, first: tuple[str, tuple[int, ...]], opset: int):
     layout = wrapper.layouts[first[0]]
-    info.layer_input = first[0] if layout != "tokens" else None  # class tokens cannot be fed
+    info.layer_input = first[0] if not PREFIX_TOKENS.get(layout) else None  # prefix tokens cannot be fed
     graph, args = _trace(wrapper, info, spatial_shape(first[1], layout))
     batch, k, m = torch.export.Dim("N"), torch.export.Dim("K"), torch.export.Dim("M")
     names = [artifact.INPUT, artifact.TARGETS, artifact.LAYER_INPUT][:len(args)]

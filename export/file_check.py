@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from onnxcam.errors import OnnxcamError
-from onnxcam_export.onnx_file import classifier, read_source, tensor_candidates
+from onnxcam_export.onnx_file import classifier, layer_choices, read_source
 from onnxcam_export.onnx_ops import OPS, REFUSED
 from onnxcam_export.onnx_reader import needed_tensors
 
@@ -42,7 +42,7 @@ def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[
         f"{op} ({REFUSED[op].split(';')[0]})" if op in REFUSED else op for op in unknown) or "none"))
     try:
         module = classifier(source, channels)
-        candidates = tensor_candidates(module, image.size)
+        choices = layer_choices(module, image.size)
         with torch.no_grad():
             columns = int(module(torch.zeros(1, 3, *image.size)).shape[1])
     except (OnnxcamError, RuntimeError) as error:
@@ -51,11 +51,15 @@ def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[
     head = "binary (classes z and not-z)" if columns == 1 else \
         f"{'sigmoid (multi-label)' if source.probabilities == 'sigmoid' else 'softmax'}, {columns} classes"
     lines.append(f"head: {head}")
-    lines += [f"candidate layer: {name} {list(shape[1:])}" for name, shape in candidates]
+    candidates = [c for c in choices if c.excluded is None]
+    lines += [f"candidate layer: {c.name} {list(c.shape[1:])} ({c.layout})" for c in candidates]
+    for why, count in Counter(c.excluded for c in choices if c.excluded is not None).items():
+        lines.append(f"not candidates: {count} tensor{'s' * (count > 1)}: {why}")
     if not candidates:
-        lines.append("verdict: not exportable: no tensor is a spatial map [N, C, h, w]; name one with --layer")
+        lines.append("verdict: not exportable as it is: no tensor is a map or token grid the gradient reaches; "
+                     "name one with --layer")
         return lines, False
-    lines.append(f"proposed target layer: {candidates[-1][0]} (the last spatial map)")
+    lines.append(f"proposed target layer: {candidates[-1].name} (the last map or token grid the gradient reaches)")
     lines.append(f"verdict: exportable (onnxcam export {path})")
     return lines, True
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from onnxcam.errors import OnnxcamError, first_line
 from onnxcam.images.plain_input import (
@@ -30,6 +31,7 @@ from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import ArtifactInfo
 from onnxcam_export.checks import check_fusion
 from onnxcam_export.exporter import QUANTIZED_VALUES, agrees
+from onnxcam_export.layer_layouts import detect_layout, from_spatial, to_spatial
 from onnxcam_export.onnx_reader import OnnxClassifier
 from onnxcam_export.qoperator import is_qoperator, to_qdq
 
@@ -156,24 +158,77 @@ def classifier(source: OnnxSource, channels: str = "RGB") -> OnnxClassifier:
                           channels.upper(), source.image.batch, gray=source.image.channels == 1).eval()
 
 
+@dataclass
+class LayerChoice:
+    """A tensor of the graph as a target layer: its shape, its layout when it is a map or a token
+    grid, and why it is not a candidate (None: it is one)."""
+
+    name: str
+    shape: tuple[int, ...]
+    layout: Optional[str]
+    excluded: Optional[str] = None
+
+
+def layer_choices(module: OnnxClassifier, size: Sequence[int]) -> list[LayerChoice]:
+    """Every computed tensor of rank 3 or 4, in graph order, judged as a target layer: a map
+    [N, C, h, w] or a token grid (see :mod:`onnxcam_export.layer_layouts`) with more than one
+    position, off the attention path, that the logits' gradient reaches (on a random probe)."""
+    outputs: dict[str, torch.Tensor] = {}
+    modules = dict(module.named_modules())
+    names = module.taps()
+
+    def keep(name: str):
+        def hook(_, args, output):
+            if output.requires_grad:
+                output.retain_grad()
+            outputs[name] = output
+        return hook
+
+    handles = [modules[name].register_forward_hook(keep(name)) for name in names]
+    try:
+        with torch.enable_grad():
+            x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+            logits = module(x)
+            logits[0, int(logits[0].argmax())].backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    attention = module.attention_tensors()
+    choices = []
+    for name in names:
+        value = outputs.get(name)
+        if value is None or value.dim() not in (3, 4):
+            continue
+        shape = tuple(int(s) for s in value.shape)
+        layout = detect_layout(shape)
+        if layout == "nchw" and (shape[2] == 1 or shape[3] == 1):
+            layout = None  # a [N, 1, 1, C] vector that a TensorFlow converter left channels-last is not a map
+        why = None
+        if name in attention:
+            why = "attention weights or products, not a feature map"
+        elif layout is None:
+            why = "not a map with h, w > 1 nor a square token grid"
+        elif value.grad is None or not bool((to_spatial(value.grad, layout) != 0).any()):
+            why = "the logits' gradient does not reach its map"
+        choices.append(LayerChoice(name, shape, layout, why))
+    return choices
+
+
 def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
     """Tensors that can be target layers, with their shapes, in the order the graph computes
-    them: [N, C, h, w] with h and w both above 1 (a [N, 1, 1, C] vector that a TensorFlow
-    converter left channels-last is not a map)."""
-    import torch
-
-    from onnxcam_export.layers import candidate_layers
-
-    return [(name, shape) for name, shape in candidate_layers(module, torch.randn(1, 3, *size))
-            if shape[2] > 1 and shape[3] > 1]
+    them (see :func:`layer_choices`)."""
+    return [(c.name, c.shape) for c in layer_choices(module, size) if c.excluded is None]
 
 
 def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
-    """The last spatial tensor: the one before global pooling, as the zoo picks."""
-    candidates = tensor_candidates(module, size)
-    if not candidates:
-        raise OnnxcamError("no tensor of the graph is a spatial [N, C, h, w] map; pass --layer")
-    return candidates[-1][0]
+    """The last candidate (:func:`layer_choices`): the map before global pooling, as the zoo
+    picks; a random-weight model whose gradient reaches no map gets its last map or grid."""
+    choices = layer_choices(module, size)
+    usable = [c for c in choices if c.excluded is None] or [
+        c for c in choices if c.excluded == "the logits' gradient does not reach its map"]
+    if not usable:
+        raise OnnxcamError("no tensor of the graph is a spatial [N, C, h, w] map or a token grid; pass --layer")
+    return usable[-1].name
 
 
 def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[Sequence[str]] = None,
@@ -340,14 +395,20 @@ def check_against_file(out: Path, source: OnnxSource, info: ArtifactInfo, channe
         return float(row[target])
 
     for i, layer in enumerate(info.layers):
-        activation = base[1 + i][:1]
+        layout = info.layouts.get(layer, "nchw")
+        activation = to_spatial(torch.from_numpy(base[1 + i][:1]), layout).numpy()
         if activation.shape != got[artifact.activation_name(layer)].shape or \
                 not _close(got[artifact.activation_name(layer)], activation, info):
             raise OnnxcamError(f"export check failed: activations of {layer!r} differ from the file's tensor")
         if info.quantization is not None:
             continue  # an INT8 file's score is a step function; the exporter's check compared the STE
         gradient = got[artifact.gradient_name(layer)][0, 0].astype(np.float64)
-        _check_directions(layer, gradient, activation, lambda shift: score(run({layer: shift})), rng, source)
+        like = torch.zeros(base[1 + i][:1].shape)  # the file's tensor: a shift of the map, none of prefix tokens
+
+        def shifted_score(shift: np.ndarray, layer: str = layer, layout: str = layout, like=like) -> float:
+            return score(run({layer: from_spatial(torch.from_numpy(shift), like, layout).numpy()}))
+
+        _check_directions(layer, gradient, activation, shifted_score, rng, source)
     if info.plain_input_gradient and info.quantization is None:
         def input_score(shift: np.ndarray) -> float:
             moved = file_x.copy()

@@ -122,6 +122,9 @@ def needed_tensors(nodes: list, output: str) -> set[str]:
     return needed
 
 
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Where", "Dropout", "Identity", "Cast", "Transpose")
+
+
 class _Tap(nn.Identity):
     """The identity a graph tensor passes through, so forward hooks can read or replace it."""
 
@@ -210,6 +213,22 @@ class OnnxClassifier(nn.Module):
                 raise OnnxcamError(f"ONNX tensor name {name!r} is reserved by onnxcam")
             self._modules[name] = _Tap()  # tensor names may hold dots: no add_module
         self._taps = dynamic - {input_name}
+
+    def taps(self) -> list[str]:
+        """The computed float tensors a hook can read (target-layer candidates), in graph order."""
+        return [name for node in self.nodes for name in node.outputs if name in self._taps]
+
+    def attention_tensors(self) -> set[str]:
+        """Tensors on an attention path: softmax outputs, products of two computed tensors (query
+        times key, weights times values), and what element-wise ops and transposes make of them:
+        never feature maps, whatever their shape."""
+        marked: set[str] = set()
+        for node in self.nodes:
+            computed = [name for name in node.inputs if name in self._taps or name == self.input_name]
+            if node.op == "Softmax" or (node.op in ("MatMul", "Einsum") and len(computed) == 2) or (
+                    node.op in _ELEMENTWISE and marked.intersection(node.inputs)):
+                marked.update(node.outputs)
+        return marked
 
     def quantization(self) -> Optional[dict]:
         """How the file is quantized (None for a float file): the integer types of its

@@ -44,6 +44,7 @@ class ExplainResult:
     attributions: Optional[np.ndarray] = None  # float32 [N, K, 3, H, W], signed, at the network
     # input, for input-space methods (guided-backprop, saliency, ...); None for CAMs
     geometries: Optional[list[Geometry]] = None  # how each image became the network input
+    probability: str = "softmax"  # how probabilities follow from logits: ArtifactInfo.probability
 
     def __len__(self) -> int:
         return len(self.heatmaps)
@@ -314,5 +315,6 @@ class Explainer:
         return [ExplainResult(
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,
             heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,
-            labels=self.labels, attributions=part.attributions, geometries=geometries)
+            labels=self.labels, attributions=part.attributions, geometries=geometries,
+            probability=self.info.probability)
             for method, part in zip(chosen, self._explain_batch(chosen, context, geometries))]

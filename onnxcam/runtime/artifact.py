@@ -79,7 +79,7 @@ class ArtifactInfo:
     plain_input_gradient: bool = False
     cam_layer: Optional[str] = None  # layer feeding a GAP -> linear head, where CAM is defined
     layer_input: Optional[str] = None  # the layer `layer_input` rows enter after; None: no such input
-    layouts: dict = field(default_factory=dict)  # layer -> "nhwc" | "tokens" where not NCHW
+    layouts: dict = field(default_factory=dict)  # layer -> "nhwc" | "tokens" | "distilled" | "patches" where not NCHW
     maps: list = field(default_factory=list)  # methods whose maps the graph computes (map_name)
     precision: str = "float32"  # of the weights, the input and the float outputs: or "float16"
     quantization: Optional[dict] = None  # of an INT8 file: its form, integer types, fused kernels, calibration

@@ -9,6 +9,7 @@ import numpy as np
 from onnxcam.render.boxes import Box
 from onnxcam.render.grid import explanation_view, figure
 from onnxcam.render.overlay import encode_png
+from onnxcam.runtime.runner import target_scores
 from onnxcam.serve.models import Explained
 from onnxcam.serve.params import ExplainOptions
 
@@ -20,10 +21,9 @@ def _class_entry(labels, index: int, prob: float) -> dict:
             "prob": round(float(prob), 6)}
 
 
-def _predictions(logits: np.ndarray, labels) -> list[dict]:
-    """The model's most probable classes for one image."""
-    shifted = np.exp(logits.astype(np.float64) - logits.max())
-    probs = shifted / shifted.sum()
+def _predictions(logits: np.ndarray, labels, probability: str) -> list[dict]:
+    """The model's most probable classes for one image (``probability``: "softmax" or "sigmoid")."""
+    probs = target_scores(logits[None], np.arange(len(logits))[None], probability)[0]
     best = np.argsort(-probs, kind="stable")[:TOP_PREDICTIONS]
     return [_class_entry(labels, c, probs[c]) for c in best]
 
@@ -63,7 +63,7 @@ def json_answer(model: str, done: Explained, options: ExplainOptions, image_outp
                 entry["map"] = result.raw_maps[i, k].tolist()
             explanations.append(entry)
     return {"model": model, "width": width, "height": height,
-            "predictions": _predictions(first.logits[i], first.labels), "classes": explained,
+            "predictions": _predictions(first.logits[i], first.labels, first.probability), "classes": explained,
             "explanations": explanations, "batch_size": done.batch_size,
             "time_ms": {name: round(seconds * 1e3, 2) for name, seconds in times.items()}}
 
