@@ -222,13 +222,17 @@ def tensor_candidates(module: OnnxClassifier, size: Sequence[int]) -> list[tuple
 
 def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
     """The last candidate (:func:`layer_choices`): the map before global pooling, as the zoo
-    picks; a random-weight model whose gradient reaches no map gets its last map or grid."""
+    picks; a random-weight model whose gradient reaches no map gets its last map or grid. Where
+    that map is a batch norm or scale of the last ReLU's output, the ReLU's output: a batch norm
+    after the ReLU subtracts its running mean, so wherever the ReLU is silent the map is negative,
+    and a class with positive weights gets a Grad-CAM map clipped to zero everywhere."""
     choices = layer_choices(module, size)
     usable = [c for c in choices if c.excluded is None] or [
         c for c in choices if c.excluded == "the logits' gradient does not reach its map"]
     if not usable:
         raise OnnxcamError("no tensor of the graph is a spatial [N, C, h, w] map or a token grid; pass --layer")
-    return usable[-1].name
+    source = module.rectified_source(usable[-1].name)
+    return source if source in {c.name for c in usable} else usable[-1].name
 
 
 def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[Sequence[str]] = None,

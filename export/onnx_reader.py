@@ -122,6 +122,7 @@ def needed_tensors(nodes: list, output: str) -> set[str]:
     return needed
 
 
+_RECTIFIERS = ("Relu", "Clip", "LeakyRelu", "Softplus", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu")
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Where", "Dropout", "Identity", "Cast", "Transpose")
 
 
@@ -229,6 +230,23 @@ class OnnxClassifier(nn.Module):
                     node.op in _ELEMENTWISE and marked.intersection(node.inputs)):
                 marked.update(node.outputs)
         return marked
+
+    def rectified_source(self, name: str) -> Optional[str]:
+        """The rectifier output (ReLU, Clip, ...) that ``name`` is computed from by per-channel
+        affine ops with constant operands alone (a batch norm or scale placed after the last
+        ReLU); None when ``name`` is not such a tensor."""
+        producer = {out: node for node in self.nodes for out in node.outputs}
+        node = producer.get(name)
+        moved = False
+        while node is not None:
+            computed = [i for i in node.inputs if i in self._taps or i == self.input_name]
+            # x * c, c * x, x + c, c + x, x - c, x / c, BatchNormalization(x), Identity(x)
+            operand = len(computed) == 1 and (node.op in ("Mul", "Add") or node.inputs[0] == computed[0])
+            if not (node.op in ("BatchNormalization", "Identity") or node.op in ("Mul", "Add", "Sub", "Div")
+                    and operand):
+                return name if moved and node.op in _RECTIFIERS else None
+            name, node, moved = computed[0], producer.get(computed[0]), True
+        return None
 
     def quantization(self) -> Optional[dict]:
         """How the file is quantized (None for a float file): the integer types of its

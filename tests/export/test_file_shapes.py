@@ -220,3 +220,42 @@ def test_files_that_are_not_classifiers_are_refused(tmp_path):
     one_error_line(run_cli("export", segmenter, "-o", old), "segmentation")
     assert old.read_bytes() == b"an older graph"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+class ReluThenBatchNorm(nn.Module):
+    """A 32 x 32 classifier ordered as many Keras-made face-attribute nets are: ReLU, then batch
+    norm, then Flatten -> Gemm -> Softmax. The norm's running mean (5) exceeds what the ReLU
+    gives, so its output is negative everywhere; the class's weights are positive."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu, self.norm = nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 16 * 16, 2)
+        with torch.no_grad():
+            self.norm.running_mean.fill_(5.0)
+            self.fc.weight[0].uniform_(0.0, 0.1)
+            self.fc.weight[1].uniform_(-0.1, 0.0)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.relu(self.conv(x))).flatten(1)).softmax(dim=1)
+
+
+def test_a_batch_norm_after_the_last_relu_is_not_the_default_layer(tmp_path):
+    """The 32 x 32 face-attribute case: at the batch norm's output (the last spatial tensor) the
+    Grad-CAM and LayerCAM maps of the class are zero (its activations are all negative, its
+    weights positive); the default layer is the ReLU's output before it, where Grad-CAM,
+    Grad-CAM++ and LayerCAM give the same class a real map."""
+    path = legacy_onnx(ReluThenBatchNorm().eval(), tmp_path / "face.onnx", (1, 3, 32, 32), opset=18)
+    module = classifier(read_source(path))
+    candidates = [c.name for c in layer_choices(module, (32, 32)) if c.excluded is None]
+    info = export_onnx_file(path, tmp_path / "graph.onnx", maps=())
+    assert info.layers[0] != candidates[-1] and module.rectified_source(candidates[-1]) == info.layers[0]
+    export_onnx_file(path, tmp_path / "last.onnx", [candidates[-1]], maps=())
+    image = (np.random.default_rng(4).random((32, 32, 3)) * 255).astype(np.uint8)
+    for graph, methods, zero in (("last.onnx", ("gradcam", "layercam"), True),
+                                 ("graph.onnx", ("gradcam", "gradcam++", "layercam"), False)):
+        explainer = Explainer(tmp_path / graph)
+        for method in methods:
+            result = explainer.explain(image, method=method, targets=[0])
+            assert bool(result.zero_maps[0, 0]) == zero, (graph, method)
