@@ -136,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_onnx_file(args: argparse.Namespace) -> int:
     """`onnxcam export MODEL.onnx`: a plain classifier file becomes an explain-graph."""
-    from onnxcam.images.plain_input import IMAGENET_MEAN, IMAGENET_STD
     from onnxcam_export.onnx_file import (
         classifier,
         export_onnx_file,
@@ -165,7 +164,7 @@ def _export_onnx_file(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     options = dict(
         target_layers=args.layer_names, input_size=args.input_size,
-        mean=prep.get("mean", IMAGENET_MEAN), std=prep.get("std", IMAGENET_STD), scale=prep.get("scale", 1),
+        mean=prep.get("mean"), std=prep.get("std"), scale=prep.get("scale"),
         channels=prep.get("channels", "rgb"), layout=prep.get("layout"),
         labels=read_labels(args.labels) if args.labels else None, output=prep.get("output"),
         **_explain_options(args))

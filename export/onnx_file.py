@@ -58,11 +58,14 @@ class OnnxSource:
     logits: str  # the tensor taken as logits: the output, or the input of its final softmax or sigmoid
     probabilities: Optional[str]  # the output is a (log-)"softmax" or a "sigmoid" of ``logits``; else None
     form: Optional[str] = None  # of an INT8 file: "qdq", or "qoperator" (``model`` is then its QDQ rewrite)
+    pixels: Optional[int] = None  # the file takes raw pixels (uint8, or normalizes them itself): their scale
+    uint8: bool = False  # the file's input is uint8 (``model``'s is float: the same numbers, differentiable)
 
 
 def read_source(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
                 input_size: Optional[Sequence[int]] = None) -> OnnxSource:
     """Load ``path`` and find its image input, its output and the logits behind it."""
+    import onnx
 
     path = Path(path)
     if not path.is_file():
@@ -84,7 +87,34 @@ def read_source(path: str | Path, output: Optional[str] = None, layout: Optional
     elif any(node.op_type == "QuantizeLinear" for node in model.graph.node):
         form = "qdq"
     logits, probabilities = _logits_behind(model, output)
-    return OnnxSource(path, model, image, output, logits, probabilities, form)
+    uint8 = inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    if uint8:  # its first op casts to float: fed float pixels, the graph is the same and differentiable
+        inputs[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    pixels = 255 if uint8 else _normalizing_scale(model, image.name)
+    return OnnxSource(path, model, image, output, logits, probabilities, form, pixels, uint8)
+
+
+def _normalizing_scale(model, name: str) -> Optional[int]:
+    """Where the graph normalizes its input itself (its first op past casts and transposes is a
+    Sub, Add, Mul or Div by a constant): the pixel scale that constant implies (255 for
+    x - 127.5, x / 255, x * 0.0039, x - 123.68; 1 for x - 0.5); else None."""
+    from onnx import numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in model.graph.node if n.op_type == "Constant"
+                      for a in n.attribute if a.name == "value"})
+    readers = [n for n in model.graph.node if name in n.input]
+    while len(readers) == 1 and readers[0].op_type in ("Cast", "Transpose", "Identity"):
+        readers = [n for n in model.graph.node if readers[0].output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type not in ("Sub", "Add", "Mul", "Div"):
+        return None
+    node = readers[0]
+    other = [constants[i] for i in node.input if i in constants]
+    if len(other) != 1:
+        return None
+    size = float(np.abs(other[0]).max(initial=0.0))
+    large = size < 0.02 if node.op_type == "Mul" else size > 2.0
+    return 255 if large else 1
 
 
 def _load(path: Path):
@@ -236,21 +266,23 @@ def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
 
 
 def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[Sequence[str]] = None,
-                     input_size: Optional[Sequence[int]] = None, mean: Sequence[float] = IMAGENET_MEAN,
-                     std: Sequence[float] = IMAGENET_STD, scale: int = 1, channels: str = "RGB",
+                     input_size: Optional[Sequence[int]] = None, mean: Optional[Sequence[float]] = None,
+                     std: Optional[Sequence[float]] = None, scale: Optional[int] = None, channels: str = "RGB",
                      layout: Optional[str] = None, labels: Optional[Sequence[str]] = None,
                      output: Optional[str] = None, head: Optional[str] = None, verify: bool = True,
                      **options) -> ArtifactInfo:
     """Write the plain classifier file ``path`` as an explain-graph to ``out``.
 
-    ``mean``, ``std`` (in ``channels`` order, on pixels in [0, ``scale``]), ``channels``
-    (``RGB`` or ``BGR``), ``layout`` (None: guessed from the input's shape) and ``input_size``
-    (for a dynamic one) describe what the file expects; ``output`` names the file output holding
-    the class scores (default: the first). ``head``: "softmax" or "sigmoid" (multi-label);
-    default "sigmoid" where the output is a sigmoid of the logits, "softmax" otherwise (one
-    logit: always "binary"). A final softmax or sigmoid is looked through: the logits before it
-    are explained. ``target_layers`` are ONNX tensor names (default: the last spatial tensor).
-    ``options`` go to :func:`onnxcam_export.export` (``guided``,
+    ``mean``, ``std`` (in ``channels`` order, on pixels in [0, ``scale``]; None: ImageNet's on
+    [0, 1], or 0 and 1 on the pixels the file takes where it takes uint8 or normalizes its input
+    itself, so nothing is applied twice), ``channels`` (``RGB`` or ``BGR``), ``layout`` (None:
+    guessed from the input's shape) and ``input_size`` (for a dynamic one) describe what the file
+    expects; ``output`` names the file output holding the class scores (default: its only one).
+    ``head``: "softmax" or "sigmoid" (multi-label); default "sigmoid" where the output is a
+    sigmoid of the logits, "softmax" otherwise (one logit: always "binary"). A final softmax or
+    sigmoid is looked through: the logits before it are explained. ``target_layers`` are ONNX
+    tensor names (default: :func:`default_target`). ``options`` go to
+    :func:`onnxcam_export.export` (``guided``,
     ``plain_input_gradient``, ``score``, ``resize``, ``maps``, ``precision``, ``opset``).
     """
     from onnxcam_export import export
@@ -258,9 +290,12 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     channels = channels.upper()
     if channels not in ("RGB", "BGR"):
         raise OnnxcamError(f"--channels: expected rgb or bgr, got {channels.lower()!r}")
-    if scale not in (1, 255):
+    if scale not in (None, 1, 255):
         raise OnnxcamError(f"--scale: expected 1 or 255, got {scale}")
     source = read_source(path, output, layout, input_size)
+    raw = source.pixels is not None and mean is None and std is None
+    scale = scale or (source.pixels if raw else 1)
+    mean, std = ([0.0] * 3, [1.0] * 3) if raw else (mean or IMAGENET_MEAN, std or IMAGENET_STD)
     if source.image.channels == 1:
         mean, std = _gray_statistics(mean, std)
     module = classifier(source, channels)
@@ -275,7 +310,8 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
                   head=head or ("sigmoid" if source.probabilities == "sigmoid" else None), **options)
     info.scale = scale
     info.extra = {**info.extra, "onnx_input": source.image.name, "onnx_layout": source.image.layout,
-                  "onnx_output": source.output, "onnx_probabilities": source.probabilities}
+                  "onnx_output": source.output, "onnx_probabilities": source.probabilities,
+                  "onnx_uint8": source.uint8, "onnx_normalizes": source.pixels is not None and not source.uint8}
     if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
         try:
             check_against_file(Path(out), source, info, channels)

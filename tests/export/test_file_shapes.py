@@ -259,3 +259,37 @@ def test_a_batch_norm_after_the_last_relu_is_not_the_default_layer(tmp_path):
         for method in methods:
             result = explainer.explain(image, method=method, targets=[0])
             assert bool(result.zero_maps[0, 0]) == zero, (graph, method)
+
+
+class SelfNormalizing(nn.Module):
+    """A classifier that normalizes its own input: uint8 pixels cast and divided by 255, or float
+    pixels in [0, 255] shifted and divided by 127.5."""
+
+    def __init__(self, uint8: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.uint8 = uint8
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(8, 3))
+
+    def forward(self, x):
+        x = (x.float() / 255 - 0.5) / 0.25 if self.uint8 else (x - 127.5) / 127.5
+        return self.net(x)
+
+
+@pytest.mark.parametrize("uint8", [True, False], ids=["uint8 input", "float pixels normalized in the graph"])
+def test_inputs_the_file_normalizes_itself(tmp_path, uint8):
+    """A uint8 input, or a graph that normalizes its own input: the graph is fed raw pixels
+    (scale 255, mean 0, std 1: nothing applied twice), its logits on a photo equal the file's, and
+    the export's finite-difference check passes on the continuous pixels."""
+    path = str(tmp_path / "raw.onnx")
+    dummy = torch.zeros(1, 3, 32, 32, dtype=torch.uint8 if uint8 else torch.float32)
+    torch.onnx.export(SelfNormalizing(uint8).eval(), dummy, path, dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    info = export_onnx_file(path, tmp_path / "graph.onnx")
+    assert (info.scale, info.mean, info.std) == (255, [0.0] * 3, [1.0] * 3)
+    assert info.extra["onnx_uint8"] == uint8 and info.extra["onnx_normalizes"] == (not uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32)).astype(np.uint8)
+    out = all_outputs(tmp_path / "graph.onnx", pixels.astype(np.float32), np.array([[-1], [-1]]))
+    expected = ort.InferenceSession(path).run(None, {"x": pixels if uint8 else pixels.astype(np.float32)})[0]
+    assert relative_error(out["logits"], expected) <= 1e-5
