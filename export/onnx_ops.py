@@ -2,8 +2,9 @@
 
 Every entry of :data:`OPS` takes the :class:`Node` and its inputs (tensors, :class:`Ints` for
 small integer tensors, None for absent optional inputs) and returns its output or list of
-outputs. An attribute form an op does not implement raises :meth:`Node.fail`. :data:`REFUSED`
-names the ops the reader knows and refuses, with what to do instead.
+outputs. An attribute form an op does not implement raises :meth:`Node.fail`; :data:`NOTES`
+says which, for the supported-op page (:mod:`onnxcam_export.op_list`). :data:`REFUSED` names the
+ops the reader knows and refuses, with what to do instead.
 """
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def _ints(value: Optional[Value], node: Node) -> Optional[list]:
     if value.dtype.is_floating_point or value.dim() > 1:
         raise node.fail("expects a constant 1-D integer input here")
     return [int(v) for v in value.reshape(-1).tolist()]
+
+
+def _floats(value: Value) -> list[float]:
+    """A constant input's values as Python floats, also while make_fx traces the module (whose
+    fake mode would turn them into data-dependent symbols)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        return as_tensor(value).reshape(-1).tolist()
 
 
 def to_ints(tensor: torch.Tensor) -> Value:
@@ -173,11 +183,11 @@ def _conv_transpose(node: Node, x, weight, bias=None):
     extra = list(node.get("output_padding") or [0, 0])
     size = [int(s) for s in x.shape[2:]]
     auto, shape = node.get("auto_pad", "NOTSET"), node.get("output_shape")
-    if shape or auto in ("SAME_UPPER", "SAME_LOWER"):  # pads from the output size, as onnxruntime splits them
+    if shape or auto in ("SAME_UPPER", "SAME_LOWER"):  # pads from the output size, split as onnxruntime does
         target = list(shape)[-2:] if shape else [s * st for s, st in zip(size, strides)]
         total = [max((s - 1) * st + e + (k - 1) * d + 1 - t, 0)
                  for s, st, e, k, d, t in zip(size, strides, extra, kernel, dilations, target)]
-        pairs = [(t - t // 2, t // 2) if auto == "SAME_UPPER" else (t // 2, t - t // 2) for t in total]
+        pairs = [(t // 2, t - t // 2) if auto == "SAME_UPPER" else (t - t // 2, t // 2) for t in total]
     elif auto == "VALID":
         pairs = [(0, 0), (0, 0)]
     elif auto in ("NOTSET", ""):
@@ -189,8 +199,10 @@ def _conv_transpose(node: Node, x, weight, bias=None):
         x = F.pad(x.reshape(-1, c_in, h, 1, w, 1), [0, sw - 1, 0, 0, 0, sh - 1]).reshape(-1, c_in, h * sh, w * sw)
     flipped = (weight.reshape(groups, c_in // groups, c_group, *kernel).transpose(1, 2)
                .reshape(groups * c_group, c_in // groups, *kernel).flip(2, 3))
-    reach = [d * (k - 1) for d, k in zip(dilations, kernel)]  # the trailing zeros of the last pixel come off
-    pads = [(r - b, r - e + x_extra - (st - 1)) for r, (b, e), x_extra, st in zip(reach, pairs, extra, strides)]
+    # the kernel's reach on either side, less the pads (a negative pad crops), plus output_padding at the
+    # end, less the stride - 1 zeros after the last pixel
+    pads = [(d * (k - 1) - begin, d * (k - 1) - end + more - (st - 1))
+            for d, k, (begin, end), more, st in zip(dilations, kernel, pairs, extra, strides)]
     return F.conv2d(F.pad(x, _torch_pad(pads)), flipped, bias, 1, 0, dilations, groups)
 
 
@@ -449,42 +461,39 @@ def _interpolation(node: Node, coordinate: str, nearest: str, n_in: int, n_out: 
     return matrix
 
 
-def _resized(node: Node, x, scales, sizes, coordinate: str, nearest: str):
+def _resized(node: Node, x, scales: list, sizes: Optional[Value], coordinate: str, nearest: str):
     """Resize as a product with a constant interpolation matrix per resized axis (the backward:
-    its transpose)."""
+    its transpose). The batch axis keeps its size (a file fixed at batch 1 says 1 there)."""
     if coordinate not in _COORDINATES:
         raise node.fail(f"coordinate_transformation_mode {coordinate} is not supported")
-    scales = [] if scales is None else as_tensor(scales).reshape(-1).tolist()
     sizes = None if scales else _ints(sizes, node)
     for i, axis in enumerate(a % x.dim() for a in node.get("axes", range(x.dim()))):
-        n_in = x.shape[axis]
-        if scales:
-            if scales[i] == 1:
-                continue
-            scale, n_out = scales[i], int(np.float32(scales[i]) * np.float32(int(n_in)))
-        elif sizes[i] == n_in:
+        if scales[i] == 1 if scales else axis == 0 or sizes[i] == x.shape[axis]:
             continue
-        else:
-            scale, n_out = float(np.float32(sizes[i]) / np.float32(int(n_in))), sizes[i]
         if axis == 0:
             raise node.fail("resizing the batch axis is not supported")
-        matrix = torch.from_numpy(_interpolation(node, coordinate, nearest, int(n_in), n_out, scale)).to(x.dtype)
+        n_in = int(x.shape[axis])
+        n_out = int(np.float32(scales[i]) * np.float32(n_in)) if scales else sizes[i]
+        scale = scales[i] if scales else float(np.float32(n_out) / np.float32(n_in))
+        matrix = torch.from_numpy(_interpolation(node, coordinate, nearest, n_in, n_out, scale)).to(x.dtype)
         x = torch.matmul(matrix, x.movedim(axis, -2)).movedim(-2, axis)
     return x
 
 
 def _resize(node: Node, x, roi=None, scales=None, sizes=None):
     if node.opset < 11:  # Resize-10 reads (X, scales) and computes as Upsample
-        return _resized(node, x, roi, None, "asymmetric", "simple")
+        return _resized(node, x, _floats(roi), None, "asymmetric", "simple")
     for key, plain in (("antialias", 0), ("keep_aspect_ratio_policy", "stretch")):
         if node.get(key, plain) != plain:
             raise node.fail(f"{key}={node.get(key)} is not supported")
-    return _resized(node, x, scales, sizes, node.get("coordinate_transformation_mode", "half_pixel"),
+    coordinate = node.get("coordinate_transformation_mode", "half_pixel")
+    return _resized(node, x, [] if scales is None else _floats(scales), sizes, coordinate,
                     node.get("nearest_mode", "round_prefer_floor"))
 
 
 def _upsample(node: Node, x, scales=None):
-    return _resized(node, x, node.get("scales") if scales is None else scales, None, "asymmetric", "simple")
+    scales = node.get("scales") if scales is None else _floats(scales)  # an attribute before opset 9
+    return _resized(node, x, scales, None, "asymmetric", "simple")
 
 
 def reshape(node: Node, x, shape, fixed_batch: Optional[int] = None):
@@ -840,12 +849,12 @@ NOTES = {
     "BatchNormalization": "inference form (training_mode=0, spatial=1)",
     "Pad": "modes constant, reflect, edge (reflect and edge on the last two axes)",
     "Slice": "the batch axis whole only",
-    "Resize": "modes nearest, linear, cubic; not the batch axis, tf_crop_and_resize, antialias or "
-              "keep_aspect_ratio_policy other than stretch",
-    "Upsample": "modes nearest, linear",
+    "Resize": "modes nearest, linear, cubic; no tf_crop_and_resize, antialias, keep_aspect_ratio_policy "
+              "other than stretch, or scale of the batch axis; constant scales",
+    "Upsample": "constant scales",
     "Gather": "shape values along axis 0 only", "Squeeze": "shape values of length 1 only",
-    "Unsqueeze": "shape values: 0-D only", "ReduceMean": "not of shape values",
-    "Cast": "to float, integer and bool types", "Range": "float bounds constant",
+    "Unsqueeze": "shape values: 0-D only", "Cast": "to float, integer and bool types",
+    "Constant": "attributes value, value_float(s), value_int(s)", "Range": "float bounds constant",
     "QuantizeLinear": "uint8 and int8, constant scales, no block_size; read by DequantizeLinear only",
     "DequantizeLinear": "constant scales, no block_size",
 }
