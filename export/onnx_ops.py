@@ -653,9 +653,16 @@ def _constant(node: Node):
 
 
 def _constant_of_shape(node: Node, shape):
+    """A filled tensor; small integer ones (shape arithmetic: the legacy exporter's
+    ``ConstantOfShape -> Mul -> Equal -> Where`` before an ``Expand``) as :class:`Ints`."""
+    from onnx import numpy_helper
+
     value = node.get("value")
-    fill = as_tensor(from_proto(value)) if value is not None else torch.zeros(1)
-    return torch.full(_ints(shape, node), fill.reshape(-1)[0].item(), dtype=fill.dtype)
+    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    dims = _ints(shape, node)
+    if fill.dtype.kind in "iu" and len(dims) <= 1 and math.prod(dims) <= 64:
+        return Ints.of([int(fill[0])] * math.prod(dims), scalar=not dims)
+    return torch.full(dims, fill[0].item(), dtype=torch.from_numpy(fill).dtype)
 
 
 def _expand(node: Node, x, shape):

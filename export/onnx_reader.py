@@ -123,6 +123,8 @@ def needed_tensors(nodes: list, output: str) -> set[str]:
 
 
 _RECTIFIERS = ("Relu", "Clip", "LeakyRelu", "Softplus", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu")
+# what makes heads of a projection: walked back through from q, k, v (as are a scale and a bias)
+_HEAD_SPLITS = ("Reshape", "Transpose", "Split", "Gather", "Slice", "Squeeze", "Unsqueeze", "Identity")
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Where", "Dropout", "Identity", "Cast", "Transpose")
 
 
@@ -220,15 +222,29 @@ class OnnxClassifier(nn.Module):
         return [name for node in self.nodes for name in node.outputs if name in self._taps]
 
     def attention_tensors(self) -> set[str]:
-        """Tensors on an attention path: softmax outputs, products of two computed tensors (query
-        times key, weights times values), and what element-wise ops and transposes make of them:
-        never feature maps, whatever their shape."""
+        """Tensors on an attention path, never feature maps whatever their shape: softmax outputs,
+        products of two computed tensors (query times key, weights times values) and what
+        element-wise ops and transposes make of them; and the operands of those products (queries,
+        keys, values) back through the reshapes, transposes, splits, scales and biases that made
+        heads of them, to the projection they came from."""
+        producer = {out: node for node in self.nodes for out in node.outputs}
         marked: set[str] = set()
         for node in self.nodes:
             computed = [name for name in node.inputs if name in self._taps or name == self.input_name]
-            if node.op == "Softmax" or (node.op in ("MatMul", "Einsum") and len(computed) == 2) or (
-                    node.op in _ELEMENTWISE and marked.intersection(node.inputs)):
+            product = node.op in ("MatMul", "Einsum") and len(computed) == 2
+            if node.op == "Softmax" or product or (node.op in _ELEMENTWISE and marked.intersection(node.inputs)):
                 marked.update(node.outputs)
+            for name in computed if product else ():
+                while name in self._taps and name not in marked:
+                    marked.add(name)
+                    source = producer[name]
+                    before = [i for i in source.inputs if i in self._taps or i == self.input_name]
+                    if source.op in _HEAD_SPLITS:  # the data input (shapes and indices may be computed too)
+                        name = source.inputs[0]
+                    elif source.op in ("Mul", "Div", "Add") and len(before) == 1:  # a scale or a bias
+                        name = before[0]
+                    else:
+                        break
         return marked
 
     def rectified_source(self, name: str) -> Optional[str]:
