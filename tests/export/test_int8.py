@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from onnxcam import Explainer
 from onnxcam.errors import OnnxcamError
 from onnxcam.runtime import artifact
-from onnxcam_export import onnx_reader
+from onnxcam_export import onnx_ops
 from onnxcam_export.checks import check_fusion, integer_kernels
 from onnxcam_export.int8 import quantize_file
 from onnxcam_export.onnx_file import classifier, export_onnx_file, read_source, tensor_candidates
@@ -78,7 +78,7 @@ def _torch_fake_quantize(x, scale, zero_point, axis, floor=False):
 
 def torch_reference(path: Path, layer: str, x: np.ndarray, target: int, monkeypatch) -> np.ndarray:
     """d logit[target] / d layer by torch autograd of the file read with torch's fake-quantize ops."""
-    monkeypatch.setattr(onnx_reader, "fake_quantize", _torch_fake_quantize)
+    monkeypatch.setattr(onnx_ops, "fake_quantize", _torch_fake_quantize)
     module = classifier(read_source(path))
     captured = {}
 

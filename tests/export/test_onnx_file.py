@@ -130,12 +130,14 @@ def test_light_model_exports_and_explains(name, tmp_path):
 
 
 def test_layers_of_an_opset9_file():
-    """`--layers` on an opset-9 file with a fixed batch of 1 lists its spatial tensors, the
-    default last."""
+    """`--layers` on an opset-9 file with a fixed batch of 1 lists its maps, the default last
+    of the candidates, and says why the pooled [1000, 1, 1] output is none."""
     listed = run_cli("export", str(LIGHT / "light_squeezenet.onnx"), "--layers")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.strip().splitlines()]
-    assert rows[-1] == ["r64", "[1000, 13, 13]"] and len(rows) == 64
+    candidates = [row[:2] for row in rows if row[2] == "candidate (nchw)"]
+    assert candidates[-1] == ["r64", "[1000, 13, 13]"] and len(candidates) == 64
+    assert rows[-1] == ["r65", "[1000, 1, 1]", "not a candidate: not a map with h, w > 1 nor a square token grid"]
 
 
 @slow
@@ -230,11 +232,11 @@ def test_export_errors_are_one_line(tmp_path):
 
     path = tiny_classifier(tmp_path / "tiny.onnx", 16)
     proto = onnx.load(str(path))
-    proto.graph.node.insert(1, helper.make_node("Celu", ["c1"], ["c1b"], name="odd_activation"))
+    proto.graph.node.insert(1, helper.make_node("LpNormalization", ["c1"], ["c1b"], name="odd_activation"))
     proto.graph.node[2].input[0] = "c1b"
     onnx.save(proto, str(tmp_path / "odd.onnx"))
     one_error_line(run_cli("export", str(tmp_path / "odd.onnx"), "-o", str(tmp_path / "x.onnx")),
-                   "ONNX op Celu", "odd_activation", "not supported")
+                   "ONNX op LpNormalization", "odd_activation", "not supported")
     one_error_line(run_cli("export", str(path), "--layer", "nope", "-o", str(tmp_path / "x.onnx")), "nope")
     one_error_line(run_cli("export", str(path), "--input-size", "32", "32", "-o", str(tmp_path / "x.onnx")),
                    "--input-size", "16x16")

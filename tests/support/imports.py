@@ -8,11 +8,13 @@ from pathlib import Path
 
 def module_files(packages: dict[str, Path]) -> dict[str, Path]:
     """Dotted module name -> file of every .py under each package folder (a package is its
-    ``__init__``)."""
+    ``__init__``); hidden folders (a benchmark's cache, ``benchmarks/.corpus``) hold no modules."""
     modules = {}
     for name, folder in packages.items():
         for path in sorted(folder.rglob("*.py")):
             parts = path.relative_to(folder).with_suffix("").parts
+            if any(part.startswith(".") for part in parts):
+                continue
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             modules[".".join((name, *parts))] = path
