@@ -48,18 +48,19 @@ TIMM = (  # one small model per timm family (input size: its pretrained config's
 VIT_TINY = dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768)
 HUGGING_FACE = {  # model type: (config beyond the defaults, smallest published variant; input size)
     "vit": (VIT_TINY, 224),
-    "deit": (VIT_TINY, 224),
+    "deit": ({**VIT_TINY, "architectures": ["DeiTForImageClassification"]}, 224),
     "swin": ({}, 224),
     "swinv2": ({"image_size": 256, "window_size": 8}, 256),
     "convnext": ({}, 224),
     "mobilevit": ({"hidden_sizes": [64, 80, 96], "neck_hidden_sizes": [16, 16, 24, 48, 64, 80, 320],
                    "expand_ratio": 2.0}, 256),
     "resnet": ({"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512]}, 224),
-    "efficientnet": ({"width_coefficient": 1.0, "depth_coefficient": 1.0, "image_size": 224}, 224),
+    "efficientnet": ({"width_coefficient": 1.0, "depth_coefficient": 1.0, "image_size": 224, "hidden_dim": 1280},
+                     224),
     "dinov2": ({"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536, "image_size": 224}, 224),
     "mobilenet_v2": ({"depth_multiplier": 0.35}, 224),
     "regnet": ({}, 224),
-    "levit": ({}, 224),
+    "levit": ({"architectures": ["LevitForImageClassification"]}, 224),
     "beit": (VIT_TINY, 224),
     "poolformer": ({}, 224),
 }
@@ -81,7 +82,7 @@ class Spec:
 
 def save_legacy(build: Callable, size: int, opset: int, path: Path, dynamic: bool = True,
                 shape: Optional[tuple[int, ...]] = None) -> None:
-    """``torch.onnx.export(..., dynamo=False)`` at ``opset``, batch dynamic unless not ``dynamic``;
+    """``torch.onnx.export(..., dynamo=False)`` at ``opset``, batch dynamic (fixed at 1 if not ``dynamic``);
     ``shape``: the example input's, default [1, 3, size, size]."""
     import torch
 
@@ -147,14 +148,16 @@ def _optimum_child(model_type: str, config: str, size: str, opset: str, out: str
     """Child of ``save_optimum``."""
     import torch
     from optimum.exporters.onnx import main_export
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification, BitImageProcessor
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = AutoModelForImageClassification.from_config(AutoConfig.for_model(model_type, num_labels=1000,
                                                                              **json.loads(config)))
     with tempfile.TemporaryDirectory(prefix="onnxcam-corpus-hf-") as folder:
-        model.save_pretrained(f"{folder}/checkpoint")
+        model.save_pretrained(f"{folder}/checkpoint")  # with a preprocessor, whose crop optimum reads
+        BitImageProcessor(size={"shortest_edge": int(size)}, crop_size={"height": int(size), "width": int(size)}
+                          ).save_pretrained(f"{folder}/checkpoint")
         main_export(f"{folder}/checkpoint", output=f"{folder}/onnx", task="image-classification",
                     opset=int(opset), device="cpu")
         shutil.move(f"{folder}/onnx/model.onnx", out)
