@@ -45,6 +45,7 @@ LOGITS_ERROR = 1e-4  # relative L2 of the graph's logits against the file's
 # finite-difference steps, relative to the layer's norm; the best counts (the larger steps
 # win where float32 rounding of large scores dominates, the smaller where ReLU kinks do)
 FD_STEPS = (1e-2, 1e-3, 1e-4)
+SCORE_STEP = 1e-2  # and a step of SCORE_STEP / |g|: the score moves by about that much
 
 
 @dataclass
@@ -60,6 +61,7 @@ class OnnxSource:
     form: Optional[str] = None  # of an INT8 file: "qdq", or "qoperator" (``model`` is then its QDQ rewrite)
     pixels: Optional[int] = None  # the file takes raw pixels (uint8, or normalizes them itself): their scale
     uint8: bool = False  # the file's input is uint8 (``model``'s is float: the same numbers, differentiable)
+    float16: bool = False  # a float16 file, ``model`` its float32 reading (weights upcast exactly)
 
 
 def read_source(path: str | Path, output: Optional[str] = None, layout: Optional[str] = None,
@@ -81,6 +83,7 @@ def read_source(path: str | Path, output: Optional[str] = None, layout: Optional
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     image = describe_input(dims, inputs[0].name, path, layout, input_size)
     output = _class_output(model, path, output)
+    float16 = _upcast_float16(model)
     form = None
     if is_qoperator(model):
         model, form = to_qdq(model), "qoperator"
@@ -91,7 +94,35 @@ def read_source(path: str | Path, output: Optional[str] = None, layout: Optional
     if uint8:  # its first op casts to float: fed float pixels, the graph is the same and differentiable
         inputs[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     pixels = 255 if uint8 else _normalizing_scale(model, image.name)
-    return OnnxSource(path, model, image, output, logits, probabilities, form, pixels, uint8)
+    return OnnxSource(path, model, image, output, logits, probabilities, form, pixels, uint8, float16)
+
+
+def _upcast_float16(model) -> bool:
+    """Rewrite a float16 file (onnxconverter-common's, with or without float32 inputs and
+    outputs) in place as the same graph in float32: its weights upcast exactly, its casts to
+    float16 made casts to float32. Whether it was one."""
+    from onnx import AttributeProto, TensorProto, numpy_helper
+
+    half, full = TensorProto.FLOAT16, TensorProto.FLOAT
+
+    def upcast(tensor) -> bool:
+        if tensor.data_type != half:
+            return False
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+        return True
+
+    changed = sum(upcast(t) for t in model.graph.initializer)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.TENSOR:
+                changed += upcast(attribute.t)
+            elif node.op_type == "Cast" and attribute.name == "to" and attribute.i == half:
+                attribute.i, changed = full, changed + 1
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.type.tensor_type.elem_type == half:
+            value.type.tensor_type.elem_type, changed = full, changed + 1
+    return bool(changed)
+
 
 
 def _normalizing_scale(model, name: str) -> Optional[int]:
@@ -311,7 +342,8 @@ def export_onnx_file(path: str | Path, out: str | Path, target_layers: Optional[
     info.scale = scale
     info.extra = {**info.extra, "onnx_input": source.image.name, "onnx_layout": source.image.layout,
                   "onnx_output": source.output, "onnx_probabilities": source.probabilities,
-                  "onnx_uint8": source.uint8, "onnx_normalizes": source.pixels is not None and not source.uint8}
+                  "onnx_uint8": source.uint8, "onnx_normalizes": source.pixels is not None and not source.uint8,
+                  "onnx_float16": source.float16}
     if verify and info.precision == "float32":  # float16 graphs: the exporter's own check only
         try:
             check_against_file(Path(out), source, info, channels)
@@ -467,11 +499,13 @@ def _check_directions(name: str, gradient: np.ndarray, value: np.ndarray, shifte
     if norm == 0.0:
         return  # nothing to compare: the score does not depend on this tensor here
     size = max(float(np.linalg.norm(value.astype(np.float64))), 1e-6)
+    # steps relative to the tensor's size, and one that moves the score by about 1e-2 (a tensor
+    # of random-weight activations near 1e-9 would otherwise be shifted by less than float32 sees)
+    steps = [step * size for step in FD_STEPS] + [SCORE_STEP / norm]
     shape = (1,) + gradient.shape
     for count, v in enumerate([gradient / norm] + [_unit(rng.standard_normal(gradient.shape)) for _ in range(3)]):
         expected = float(np.sum(gradient * v))
-        error = min(abs(_finite_difference(shifted_score, v, step * size, shape) - expected) / norm
-                    for step in FD_STEPS)
+        error = min(abs(_finite_difference(shifted_score, v, step, shape) - expected) / norm for step in steps)
         bound = SCALE_ERROR if count == 0 else RELATIVE_ERROR
         if error > bound:
             raise OnnxcamError(f"export check failed: gradients of {name!r} differ from finite differences "

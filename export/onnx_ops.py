@@ -242,11 +242,22 @@ def _average_pool(node: Node, x):
 
 
 def _batch_norm(node: Node, x, scale, bias, mean, var, *rest):
-    if node.get("training_mode", 0):
-        raise node.fail("training-mode batch normalization is not supported")
+    """Inference form, or training form (batch statistics: NF-Nets standardize their weights so;
+    only the normalized output is read)."""
     if not node.get("spatial", 1):
         raise node.fail("spatial=0 is not supported")
-    return F.batch_norm(x, mean, var, scale, bias, False, 0.0, float(node.get("epsilon", 1e-5)))
+    training = bool(node.get("training_mode", 0))
+    return F.batch_norm(x, None if training else mean, None if training else var, scale, bias, training, 0.0,
+                        float(node.get("epsilon", 1e-5)))
+
+
+def _mod(node: Node, a, b):
+    """ONNX Mod: the remainder with the divisor's sign (Python's %), or with ``fmod`` the
+    dividend's (C's fmod, the only form for floats)."""
+    fmod = bool(node.get("fmod", 0))
+    if isinstance(a, Ints) and isinstance(b, Ints):
+        return _elementwise(lambda x, y: int(math.fmod(x, y)) if fmod else x % y, a, b)
+    return (torch.fmod if fmod else torch.remainder)(as_tensor(a), as_tensor(b))
 
 
 def _layer_norm(node: Node, x, scale, bias=None):
@@ -833,6 +844,7 @@ OPS: dict[str, Callable] = {
     "Ceil": _unary(torch.ceil), "Round": _unary(torch.round), "Sign": _unary(torch.sign),
     "Pow": lambda node, a, b: torch.pow(a, as_tensor(b)),
     "Add": _arith(operator.add), "Sub": _arith(operator.sub), "Mul": _arith(operator.mul), "Div": _arith(_floordiv),
+    "Mod": _mod,
     "Equal": _arith(operator.eq), "Less": _arith(operator.lt), "Greater": _arith(operator.gt),
     "LessOrEqual": _arith(operator.le), "GreaterOrEqual": _arith(operator.ge),
     "And": _arith(operator.and_), "Or": _arith(operator.or_), "Not": _not, "Where": _where,
@@ -853,7 +865,7 @@ OPS: dict[str, Callable] = {
 # the forms an op refuses (Node.fail), for the supported-op page (onnxcam_export.op_list)
 NOTES = {
     "Conv": "2-D", "ConvTranspose": "2-D", "MaxPool": "2-D", "AveragePool": "2-D, no dilations",
-    "BatchNormalization": "inference form (training_mode=0, spatial=1)",
+    "BatchNormalization": "spatial=1; training_mode=1 normalizes with the batch's statistics",
     "Pad": "modes constant, reflect, edge (reflect and edge on the last two axes)",
     "Slice": "the batch axis whole only",
     "Resize": "modes nearest, linear, cubic; no tf_crop_and_resize, antialias, keep_aspect_ratio_policy "

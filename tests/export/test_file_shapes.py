@@ -293,3 +293,25 @@ def test_inputs_the_file_normalizes_itself(tmp_path, uint8):
     out = all_outputs(tmp_path / "graph.onnx", pixels.astype(np.float32), np.array([[-1], [-1]]))
     expected = ort.InferenceSession(path).run(None, {"x": pixels if uint8 else pixels.astype(np.float32)})[0]
     assert relative_error(out["logits"], expected) <= 1e-5
+
+
+@pytest.mark.parametrize("keep_io_types", [False, True], ids=["float16 io", "float32 io"])
+def test_float16_file_is_read_in_float32(tmp_path, keep_io_types):
+    """onnxconverter-common's float16 files (with float16 or float32 inputs and outputs) are read as
+    the same graph in float32, their weights upcast exactly: the explain-graph's logits are the
+    float16 file's to float16 rounding, and the export's checks run on the float32 reading."""
+    from onnxconverter_common import float16
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 4))
+    path = legacy_onnx(net, tmp_path / "fp32.onnx", (1, 3, 32, 32), opset=17)
+    half = float16.convert_float_to_float16(onnx.load(path), keep_io_types=keep_io_types)
+    onnx.save(half, tmp_path / "fp16.onnx")
+    info = export_onnx_file(tmp_path / "fp16.onnx", tmp_path / "graph.onnx")
+    assert info.extra["onnx_float16"] and info.precision == "float32"
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    out = all_outputs(tmp_path / "graph.onnx", x, np.array([[-1], [-1]]))
+    feed = x if keep_io_types else x.astype(np.float16)
+    expected = ort.InferenceSession(str(tmp_path / "fp16.onnx")).run(None, {"x": feed})[0].astype(np.float32)
+    assert relative_error(out["logits"], expected) <= 1e-2
