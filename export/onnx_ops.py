@@ -561,7 +561,7 @@ def _unsqueeze(node: Node, x, axes=None):
     if isinstance(x, Ints):
         if x.scalar and axes in ([0], [-1]):
             return Ints.of(x.values)
-        raise node.fail("unsqueezing a 1-D shape value is not supported")
+        x = as_tensor(x)  # a 1-D index computation made 2-D (the dynamo exporter's batch indices)
     rank = x.dim() + len(axes)
     for axis in sorted(a % rank for a in axes):
         x = x.unsqueeze(axis)

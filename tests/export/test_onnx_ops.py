@@ -268,6 +268,9 @@ CASES: list[Case] = [
          {"i": np.array([[[1], [0], [3]], [[2], [2], [0]]], dtype=np.int64)}),
     Case("Unsqueeze", "axes attribute (opset 11)", [N("Unsqueeze", ["x"], ["y"], axes=[0, 3])], 11),
     Case("Unsqueeze", "axes input (opset 13)", [N("Unsqueeze", ["x", "a"], ["y"])], 13, {"a": ints(2, -1)}),
+    Case("Unsqueeze", "of a 1-D shape value (dynamo's batch indices)", [
+        N("Shape", ["x"], ["s"]), N("Unsqueeze", ["s", "a"], ["u"]), N("Squeeze", ["u", "a"], ["t"]),
+        N("Expand", ["x", "t"], ["y"])], 13, {"a": ints(0)}),
     Case("Squeeze", "axes attribute (opset 11)", [N("Squeeze", ["x"], ["y"], axes=[1])], 11, shape=(2, 1, 4, 1)),
     Case("Squeeze", "axes input (opset 13)", [N("Squeeze", ["x", "a"], ["y"])], 13, {"a": ints(-1)},
          shape=(2, 1, 4, 1)),
