@@ -34,6 +34,7 @@ from onnxcam_export.layers import (
     require_layers,
 )
 from onnxcam_export.models import IMAGENET_MEAN, IMAGENET_STD
+from onnxcam_export.passes.fx import attention_softmax
 from onnxcam_export.passes.fx.class_token import class_token_tail
 from onnxcam_export.passes.fx.decompositions import (
     explain_decompositions,
@@ -257,8 +258,9 @@ def _trace(wrapper: ExplainWrapper, info: ArtifactInfo, layer_shape: tuple[int, 
     def trace():
         n, k, m = example_sizes([3, *info.input_size, *layer_shape[1:]])
         args = _inputs(info, n, k, layer_shape, m)
-        with folded_matmul():
-            graph = make_fx(wrapper, decomposition_table=explain_decompositions(),
+        table = {**explain_decompositions(), **attention_softmax.DECOMPOSITIONS}
+        with folded_matmul(), attention_softmax.unmasked_attention():
+            graph = make_fx(wrapper, decomposition_table=table,
                             tracing_mode="symbolic", _allow_non_fake_inputs=True)(*_batch_symbolic(args))
         passes.run_fx_passes(graph)
         return graph, args

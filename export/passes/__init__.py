@@ -7,7 +7,8 @@ of forward ATen ops and translates it to ONNX; the passes change the graph on ei
    class-token ViT's last block for one computed for the class token alone (when the target
    layer is that block's input).
 2. While tracing, the backward ops are decomposed into forward ops
-   (:mod:`~onnxcam_export.passes.fx.decompositions`).
+   (:mod:`~onnxcam_export.passes.fx.decompositions`), and attention without a mask takes a
+   plain softmax (:mod:`~onnxcam_export.passes.fx.attention_softmax`).
 3. :data:`FX_PASSES`, on the traced FX graph.
 4. The ONNX translation, checked by :func:`onnxcam_export.checks.expanded_constants`.
 5. :data:`ONNX_PASSES`, on the translated graph, in this order; each says when it applies.
