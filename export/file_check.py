@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from onnxcam.errors import OnnxcamError
-from onnxcam_export.onnx_file import classifier, layer_choices, read_source
+from onnxcam_export.onnx_file import chosen_default, classifier, layer_choices, read_source
 from onnxcam_export.onnx_ops import OPS, REFUSED
 from onnxcam_export.onnx_reader import needed_tensors
 
@@ -55,11 +55,18 @@ def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[
     lines += [f"candidate layer: {c.name} {list(c.shape[1:])} ({c.layout})" for c in candidates]
     for why, count in Counter(c.excluded for c in choices if c.excluded is not None).items():
         lines.append(f"not candidates: {count} tensor{'s' * (count > 1)}: {why}")
-    if not candidates:
-        lines.append("verdict: not exportable as it is: no tensor is a map or token grid the gradient reaches; "
-                     "name one with --layer")
+    try:
+        proposed = chosen_default(module, choices)
+    except OnnxcamError as error:
+        lines.append(f"verdict: not exportable as it is: {error}")
         return lines, False
-    lines.append(f"proposed target layer: {candidates[-1].name} (the last map or token grid the gradient reaches)")
+    if not candidates:
+        why = "no map is reached by the gradient (a zero head?): its maps will be flagged constant"
+    elif proposed == candidates[-1].name:
+        why = "the last map or token grid the gradient reaches"
+    else:
+        why = "the rectifier's output that the last candidate, a batch norm or scale of it, is made from"
+    lines.append(f"proposed target layer: {proposed} ({why})")
     lines.append(f"verdict: exportable (onnxcam export {path})")
     return lines, True
 

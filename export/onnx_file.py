@@ -287,7 +287,11 @@ def default_target(module: OnnxClassifier, size: Sequence[int]) -> str:
     that map is a batch norm or scale of the last ReLU's output, the ReLU's output: a batch norm
     after the ReLU subtracts its running mean, so wherever the ReLU is silent the map is negative,
     and a class with positive weights gets a Grad-CAM map clipped to zero everywhere."""
-    choices = layer_choices(module, size)
+    return chosen_default(module, layer_choices(module, size))
+
+
+def chosen_default(module: OnnxClassifier, choices: Sequence[LayerChoice]) -> str:
+    """:func:`default_target` among ``choices`` (:func:`layer_choices` of ``module``)."""
     usable = [c for c in choices if c.excluded is None] or [
         c for c in choices if c.excluded == "the logits' gradient does not reach its map"]
     if not usable:

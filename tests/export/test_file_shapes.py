@@ -251,6 +251,8 @@ def test_a_batch_norm_after_the_last_relu_is_not_the_default_layer(tmp_path):
     candidates = [c.name for c in layer_choices(module, (32, 32)) if c.excluded is None]
     info = export_onnx_file(path, tmp_path / "graph.onnx", maps=())
     assert info.layers[0] != candidates[-1] and module.rectified_source(candidates[-1]) == info.layers[0]
+    checked = run_cli("export", "--check", path)
+    assert f"proposed target layer: {info.layers[0]} (the rectifier's output" in checked.stdout
     export_onnx_file(path, tmp_path / "last.onnx", [candidates[-1]], maps=())
     image = (np.random.default_rng(4).random((32, 32, 3)) * 255).astype(np.uint8)
     for graph, methods, zero in (("last.onnx", ("gradcam", "layercam"), True),
