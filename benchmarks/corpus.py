@@ -481,7 +481,9 @@ def table(report: dict) -> str:
              "Classifier files made the way users make them, each run through `onnxcam export FILE` and "
              "`onnxcam explain`. Regenerate with `python benchmarks/corpus.py` (build, run, table; each step "
              "alone: `build`, `run [--only SUBSTR] [--limit N] [--rerun refused|all]`, `table`); the figures are "
-             "those of `benchmarks/results/corpus.json`.", "",
+             "those of `benchmarks/results/corpus.json`. Besides the test extras, `build` needs "
+             "`pip install transformers onnxsim onnxslim onnxconverter-common` (and installs optimum's exporter "
+             "itself, see the module's docstring); nothing is downloaded but packages.", "",
              "- files: `benchmarks/corpus_models.py` (random weights, seed 0, except the onnx package's "
              "constant-filled test models and Open-NSFW's trained ones); the smallest model of each family at its "
              "usual input size; torchvision's through `torch.onnx.export` (legacy, `dynamo=False`, at opsets 13 "
