@@ -5,22 +5,17 @@ the same ops as the model with the batch norms folded in beforehand (what a plai
 batch norm works as a target layer, and the export leaves the user's model as it was."""
 from __future__ import annotations
 
-import collections
 import copy
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.fx.experimental.optimization import fuse  # noqa: E402
 
-from onnxcam.runtime import artifact  # noqa: E402
 from onnxcam_export import export  # noqa: E402
-from support.graphs import all_outputs  # noqa: E402
-from support.torch_reference import autograd_reference, cosine, relative_error  # noqa: E402
+from support.graphs import op_counts  # noqa: E402
+from support.torch_reference import check_against_float64  # noqa: E402
 
 
 def _net() -> nn.Module:
@@ -39,29 +34,6 @@ def _net() -> nn.Module:
     return net.eval()
 
 
-def _ops(path, optimized: bool = False) -> collections.Counter:
-    """Op counts of the graph at ``path``, as written or after onnxruntime's optimization."""
-    if optimized:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(path) + ".optimized.onnx"
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        path = options.optimized_model_filepath
-    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
-
-
-def _check_against_float64(model: nn.Module, path, layer: str, size: tuple[int, int]) -> None:
-    """The graph's logits (relative L2 <= 1e-4), activations and gradients (cosine >= 0.9999)
-    against float64 autograd of a copy of ``model``."""
-    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
-    targets = np.array([[0, 3], [1, 2]], np.int64)
-    got = all_outputs(path, x, targets)
-    logits, classes, acts, grads = autograd_reference(copy.deepcopy(model).double(), layer, x.astype(np.float64),
-                                                      targets)
-    assert relative_error(got[artifact.LOGITS], logits) <= 1e-4
-    assert np.array_equal(got[artifact.TARGET_INDICES], classes)
-    assert cosine(got[artifact.activation_name(layer)], acts) >= 0.9999
-    assert cosine(got[artifact.gradient_name(layer)], grads) >= 0.9999
 
 
 def _state(model: nn.Module) -> tuple:
@@ -80,13 +52,13 @@ def test_batch_norms_fold_into_the_convolutions(tmp_path):
     before = _state(net)
     export(net, tmp_path / "net.onnx", ["2"], input_size=(16, 16))
     assert _unchanged(net, before)
-    assert _ops(tmp_path / "net.onnx")["BatchNormalization"] == 0
+    assert op_counts(tmp_path / "net.onnx")["BatchNormalization"] == 0
     folded = fuse(copy.deepcopy(net))  # the batch norms folded into the convolutions' weights
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     export(folded, tmp_path / "folded.onnx", ["2"], input_size=(16, 16))
     # no per-channel Mul/Add or BatchNormalization left over: the same ops, once optimized, as the folded model's
-    assert _ops(tmp_path / "net.onnx", optimized=True) == _ops(tmp_path / "folded.onnx", optimized=True)
-    _check_against_float64(net, tmp_path / "net.onnx", "2", (16, 16))
+    assert op_counts(tmp_path / "net.onnx", optimized=True) == op_counts(tmp_path / "folded.onnx", optimized=True)
+    check_against_float64(net, tmp_path / "net.onnx", "2", (16, 16))
 
 
 def test_batch_norm_as_target_layer(tmp_path):
@@ -94,7 +66,7 @@ def test_batch_norm_as_target_layer(tmp_path):
     before = _state(net)
     export(net, tmp_path / "bn.onnx", ["1"], input_size=(16, 16))  # the first batch norm's output
     assert _unchanged(net, before)
-    _check_against_float64(net, tmp_path / "bn.onnx", "1", (16, 16))
+    check_against_float64(net, tmp_path / "bn.onnx", "1", (16, 16))
 
 
 def test_timm_resnet_has_no_batch_norm_left(tmp_path):
@@ -104,8 +76,8 @@ def test_timm_resnet_has_no_batch_norm_left(tmp_path):
     before = _state(model)
     export(model, tmp_path / "r.onnx", ["layer4"], input_size=(64, 64))
     assert _unchanged(model, before)
-    assert _ops(tmp_path / "r.onnx")["BatchNormalization"] == 0
-    optimized = _ops(tmp_path / "r.onnx", optimized=True)
+    assert op_counts(tmp_path / "r.onnx")["BatchNormalization"] == 0
+    optimized = op_counts(tmp_path / "r.onnx", optimized=True)
     # the model's 20 convolutions (some fused with their ReLU), the batch norms inside them
     assert optimized["BatchNormalization"] == 0 and optimized["Conv"] + optimized["FusedConv"] == 20
-    _check_against_float64(model, tmp_path / "r.onnx", "layer4", (64, 64))
+    check_against_float64(model, tmp_path / "r.onnx", "layer4", (64, 64))

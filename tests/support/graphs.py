@@ -8,6 +8,7 @@ in the graph with TopK / GatherElements / Where, as the real exporter does.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -172,3 +173,14 @@ def make_plain_model(path: Path) -> None:
         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
         outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
     _save(graph, path, None)
+
+
+def op_counts(path, optimized: bool = False) -> Counter:
+    """Op counts of the graph at ``path``, as written or after onnxruntime's optimization."""
+    if optimized:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(path) + ".optimized.onnx"
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        path = options.optimized_model_filepath
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)

@@ -77,3 +77,22 @@ def reference_cam(name: str, model, layer, x: np.ndarray, cls: int) -> np.ndarra
     with classes[name](model=model, target_layers=layers) as cam:
         cam.batch_size = 32
         return cam(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(cls)])[0]
+
+
+def check_against_float64(model: nn.Module, path, layer: str, size: tuple[int, int]) -> None:
+    """The explain-graph's logits (relative L2 <= 1e-4), activations and gradients (cosine >=
+    0.9999) at ``layer`` against float64 autograd of a copy of ``model``."""
+    import copy
+
+    from onnxcam.runtime import artifact
+    from support.graphs import all_outputs
+
+    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+    targets = np.array([[0, 3], [1, 2]], np.int64)
+    got = all_outputs(path, x, targets)
+    logits, classes, acts, grads = autograd_reference(copy.deepcopy(model).double(), layer, x.astype(np.float64),
+                                                      targets)
+    assert relative_error(got[artifact.LOGITS], logits) <= 1e-4
+    assert np.array_equal(got[artifact.TARGET_INDICES], classes)
+    assert cosine(got[artifact.activation_name(layer)], acts) >= 0.9999
+    assert cosine(got[artifact.gradient_name(layer)], grads) >= 0.9999

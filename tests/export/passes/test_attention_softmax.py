@@ -3,25 +3,19 @@ no safe-softmax ops in the graph, the same logits and gradients as float64 autog
 attention with a mask keeps torch's safe softmax."""
 from __future__ import annotations
 
-import collections
-import copy
-
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import onnx  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
-from onnxcam.runtime import artifact  # noqa: E402
 from onnxcam_export import export  # noqa: E402
 from onnxcam_export.passes.fx import attention_softmax  # noqa: E402
 from onnxcam_export.passes.fx.decompositions import explain_decompositions  # noqa: E402
-from support.graphs import all_outputs  # noqa: E402
-from support.torch_reference import autograd_reference, cosine, relative_error  # noqa: E402
+from support.graphs import op_counts  # noqa: E402
+from support.torch_reference import check_against_float64  # noqa: E402
 
 # what torch's safe softmax adds per attention: eq(-inf), all over the row, where against zeros
 SAFE_SOFTMAX_OPS = ("Equal", "Not", "Cast")
@@ -54,24 +48,6 @@ class Attention(nn.Module):
         return self.fc(f.mean((2, 3)))
 
 
-def _ops(path) -> collections.Counter:
-    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
-
-
-def _check_against_float64(model: nn.Module, path, layer: str, size: tuple[int, int]) -> None:
-    """The graph's logits (relative L2 <= 1e-4), activations and gradients (cosine >= 0.9999)
-    against float64 autograd of a copy of ``model``."""
-    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
-    targets = np.array([[0, 3], [1, 2]], np.int64)
-    got = all_outputs(path, x, targets)
-    logits, classes, acts, grads = autograd_reference(copy.deepcopy(model).double(), layer, x.astype(np.float64),
-                                                      targets)
-    assert relative_error(got[artifact.LOGITS], logits) <= 1e-4
-    assert np.array_equal(got[artifact.TARGET_INDICES], classes)
-    assert cosine(got[artifact.activation_name(layer)], acts) >= 0.9999
-    assert cosine(got[artifact.gradient_name(layer)], grads) >= 0.9999
-
-
 def _traced_ops(mask: bool) -> set[str]:
     """The ATen ops of one traced attention forward and backward, with or without a mask."""
     def attend(q):
@@ -97,16 +73,16 @@ def test_unmasked_attention_exports_a_plain_softmax(tmp_path, kind):
     torch.manual_seed(0)
     model = Attention(kind).eval()
     export(model, tmp_path / "a.onnx", ["patches"], input_size=(32, 32))
-    ops = _ops(tmp_path / "a.onnx")
+    ops = op_counts(tmp_path / "a.onnx")
     assert ops["Softmax"] == 2 and not any(ops[op] for op in SAFE_SOFTMAX_OPS)
-    _check_against_float64(model, tmp_path / "a.onnx", "patches", (32, 32))
+    check_against_float64(model, tmp_path / "a.onnx", "patches", (32, 32))
 
 
 def test_masked_attention_keeps_the_safe_softmax(tmp_path):
     torch.manual_seed(0)
     model = Attention("masked").eval()
     export(model, tmp_path / "m.onnx", ["patches"], input_size=(32, 32))  # its own check against torch
-    assert all(_ops(tmp_path / "m.onnx")[op] for op in SAFE_SOFTMAX_OPS)
+    assert all(op_counts(tmp_path / "m.onnx")[op] for op in SAFE_SOFTMAX_OPS)
 
 
 @pytest.mark.slow  # 45 s: nine attention layers
@@ -115,6 +91,6 @@ def test_timm_mobilevit_exports_a_plain_softmax(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("mobilevit_xxs", num_classes=10).eval()
     export(model, tmp_path / "v.onnx", ["final_conv"], input_size=(64, 64))
-    ops = _ops(tmp_path / "v.onnx")
+    ops = op_counts(tmp_path / "v.onnx")
     assert ops["Softmax"] >= 9 and not any(ops[op] for op in SAFE_SOFTMAX_OPS)  # 9 attention layers
-    _check_against_float64(model, tmp_path / "v.onnx", "final_conv", (64, 64))
+    check_against_float64(model, tmp_path / "v.onnx", "final_conv", (64, 64))
