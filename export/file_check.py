@@ -11,7 +11,7 @@ import torch
 
 from onnxcam.errors import OnnxcamError
 from onnxcam_export.onnx_file import chosen_default, classifier, layer_choices, read_source
-from onnxcam_export.onnx_ops import OPS, REFUSED
+from onnxcam_export.onnx_ops import OPS, REFUSED, Node
 from onnxcam_export.onnx_reader import needed_tensors
 
 
@@ -32,7 +32,7 @@ def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[
              f"{image.size[0]}x{image.size[1]}, batch {image.batch or 'dynamic'}"]
     behind = {"softmax": "the input of its final softmax", "sigmoid": "the input of its final sigmoid"}
     lines.append(f"output: {source.output}; logits: {behind.get(source.probabilities, 'the output itself')}")
-    needed = needed_tensors([_Named(n) for n in model.graph.node], source.logits)
+    needed = needed_tensors([Node(n, opset) for n in model.graph.node], source.logits)
     nodes = [n for n in model.graph.node if needed.intersection(n.output)]
     counts = Counter(_op(n) for n in nodes)
     lines.append(f"ops ({len(counts)} types, {len(nodes)} nodes): "
@@ -69,13 +69,6 @@ def check_file(path: str | Path, output: Optional[str] = None, layout: Optional[
     lines.append(f"proposed target layer: {proposed} ({why})")
     lines.append(f"verdict: exportable (onnxcam export {path})")
     return lines, True
-
-
-class _Named:
-    """An ONNX node as :func:`needed_tensors` reads it."""
-
-    def __init__(self, proto):
-        self.inputs, self.outputs = list(proto.input), list(proto.output)
 
 
 def _op(node) -> str:

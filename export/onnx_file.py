@@ -203,13 +203,11 @@ def _logits_behind(model, output: str) -> tuple[str, Optional[str]]:
     while name in producer and producer[name].op_type in _SHAPE_OPS:
         name = producer[name].input[0]
     node = producer.get(name)
-    if node is not None and node.op_type == "Sigmoid":
-        return node.input[0], "sigmoid"
-    if node is not None and node.op_type in _CLASS_OPS:
+    if node is not None and node.op_type in _CLASS_OPS:  # over the classes (a Sigmoid has no axis)
         axis = next((a.i for a in node.attribute if a.name == "axis"), None)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         if (opset < 13 and axis in (None, 1)) or (opset >= 13 and axis in (1, -1, None)):
-            return node.input[0], "softmax"
+            return node.input[0], _CLASS_OPS[node.op_type]
     return output, None
 
 
