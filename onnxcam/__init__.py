@@ -17,7 +17,7 @@ from onnxcam.render.overlay import overlay
 if TYPE_CHECKING:
     from onnxcam.api.explainer import Explainer, ExplainResult
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 __all__ = ["Explainer", "ExplainResult", "OnnxcamError", "overlay", "__version__"]
 
 

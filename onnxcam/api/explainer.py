@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
@@ -18,7 +18,7 @@ from onnxcam.images.sources import ImageLike, image_stream, load_images, load_on
 from onnxcam.methods.base import InGraphMap, Method
 from onnxcam.methods.maps import heatmaps
 from onnxcam.methods.registry import get_method
-from onnxcam.render.boxes import THRESHOLD, Box, map_boxes
+from onnxcam.render.boxes import DEFAULT_RULE, MIN_AREA, Box, BoxRule, RuleLike, map_boxes, parse_rule, rule_for
 from onnxcam.runtime.artifact import LOGITS, TARGET_INDICES, TARGET_PROBS, heatmap_name
 from onnxcam.runtime.runner import Batch, GraphRunner, target_scores
 from onnxcam.runtime.session import open_session
@@ -45,6 +45,8 @@ class ExplainResult:
     # input, for input-space methods (guided-backprop, saliency, ...); None for CAMs
     geometries: Optional[list[Geometry]] = None  # how each image became the network input
     probability: str = "softmax"  # how probabilities follow from logits: ArtifactInfo.probability
+    box_rule: BoxRule = field(default_factory=lambda: parse_rule(DEFAULT_RULE))  # how maps are boxed:
+    # the file's calibrated rule for this method, else the shipped one (onnxcam.render.boxes.rule_for)
 
     def __len__(self) -> int:
         return len(self.heatmaps)
@@ -53,13 +55,14 @@ class ExplainResult:
         """Name of the class explained for image ``i``, target ``k`` (None without labels)."""
         return self.labels[int(self.classes[i, k])] if self.labels else None
 
-    def boxes(self, i: int, k: int = 0, threshold: float = THRESHOLD, mode: str = "largest",
-              min_area: float = 0.0) -> list[Box]:
-        """Weakly-supervised boxes of image ``i``, target ``k``, in the image's own pixels (see
-        :func:`onnxcam.render.boxes.map_boxes`); none for a map flagged in ``zero_maps``."""
+    def boxes(self, i: int, k: int = 0, rule: Optional[RuleLike] = None, mode: str = "largest",
+              min_area: float = MIN_AREA) -> list[Box]:
+        """Weakly-supervised boxes of image ``i``, target ``k``, in the image's own pixels, by
+        ``rule`` (default ``box_rule``; see :func:`onnxcam.render.boxes.map_boxes`); none for a
+        map flagged in ``zero_maps``."""
         if self.zero_maps[i, k]:
             return []
-        return map_boxes(self.heatmaps[i][k], threshold, mode, min_area)
+        return map_boxes(self.heatmaps[i][k], self.box_rule if rule is None else rule, mode, min_area)
 
     @classmethod
     def concatenate(cls, parts: Sequence["ExplainResult"]) -> "ExplainResult":
@@ -78,7 +81,8 @@ class ExplainResult:
         return cls(method=first.method, classes=joined("classes"), probs=joined("probs"),
                    logits=joined("logits"), heatmaps=[h for part in parts for h in part.heatmaps],
                    raw_maps=joined("raw_maps"), zero_maps=joined("zero_maps"), images=images,
-                   labels=first.labels, attributions=joined("attributions"), geometries=geometries)
+                   labels=first.labels, attributions=joined("attributions"), geometries=geometries,
+                   probability=first.probability, box_rule=first.box_rule)
 
 
 @dataclass
@@ -113,6 +117,11 @@ class Explainer:
         self.path = Path(path)
         self.max_pixels = max_pixels
         self.session, self.info = open_session(self.path, providers, threads, spinning, cache)
+        for method, rule in self.info.box_rules.items():
+            try:
+                parse_rule(rule)
+            except OnnxcamError as error:
+                raise OnnxcamError(f"{self.path}: corrupt metadata: box_rules {method}: {error}") from None
         self._use(GraphRunner(self.session, self.info, self.path))
 
     def _use(self, runner: GraphRunner) -> None:
@@ -316,5 +325,5 @@ class Explainer:
             method=method.name, classes=context.classes, probs=probs, logits=context.logits,
             heatmaps=part.heatmaps, raw_maps=part.raw_maps, zero_maps=part.zero_maps, images=pictures,
             labels=self.labels, attributions=part.attributions, geometries=geometries,
-            probability=self.info.probability)
+            probability=self.info.probability, box_rule=rule_for(method.name, self.info.box_rules))
             for method, part in zip(chosen, self._explain_batch(chosen, context, geometries))]

@@ -14,14 +14,15 @@ from typing import Optional, Sequence
 import numpy as np
 
 from onnxcam.cli.options import (
+    add_box_arguments,
     add_pass_arguments,
     add_session_arguments,
     add_target_arguments,
+    box_rule_from,
     require_at_least_one,
     session_arguments,
 )
 from onnxcam.errors import OnnxcamError
-from onnxcam.render.boxes import THRESHOLD
 
 DEFAULT_METRICS = "confidence,removal,deletion,insertion,road"  # and localization with --boxes
 CURVES = ("deletion", "insertion")
@@ -33,13 +34,16 @@ def add_parser(commands, methods: str) -> None:
     from onnxcam.metrics.localization import TOLERANCE
 
     parser = commands.add_parser(
-        "evaluate", usage="%(prog)s [options] MODEL IMAGES...", help="score methods' maps with faithfulness and localization metrics",
+        "evaluate", usage="%(prog)s [options] MODEL [IMAGES...]", help="score methods' maps with faithfulness and localization metrics",
         description="Explain images with each method and score the maps: prints a table "
                     "(methods x metrics) and writes OUT/metrics.csv (one row per image, method and "
-                    "target), OUT/metrics.json (the means) and OUT/curves.png.")
+                    "target), OUT/metrics.json (the means, overall and per class) and OUT/curves.png. "
+                    "With --calibrate-boxes DIR: fit each method's box rule to the boxes in DIR and "
+                    "store it in MODEL, for explain --boxes, the service and Ray.")
     parser.add_argument("model", metavar="MODEL", help="explain-graph .onnx file, or a NAME under models/")
-    parser.add_argument("images", metavar="IMAGES", nargs="+",
-                        help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("images", metavar="IMAGES", nargs="*",
+                        help="image files, folders (searched recursively) or glob patterns (default with "
+                             "--boxes DIR: the images of DIR)")
     parser.add_argument("--method", metavar="METHODS", default="gradcam",
                         help=f"methods, comma-separated (default gradcam): {methods}")
     parser.add_argument("-o", "--output-dir", metavar="DIR", default="onnxcam_eval",
@@ -48,9 +52,13 @@ def add_parser(commands, methods: str) -> None:
     scoring = parser.add_argument_group("metrics")
     scoring.add_argument("--metrics", metavar="LIST", help=f"comma-separated: {', '.join(METRICS)} (default: all; "
                                            "localization only with --boxes)")
-    scoring.add_argument("--boxes", metavar="JSON",
-                         help="image file name -> list of [x0, y0, x1, y1] pixel boxes, or -> {class: "
-                              "boxes} (those classes are then the image's targets)")
+    scoring.add_argument("--boxes", metavar="JSON|DIR",
+                         help="a JSON of image file name -> list of [x0, y0, x1, y1] pixel boxes, or -> "
+                              "{class: boxes} (those classes are then the image's targets); or a folder "
+                              "of NAME.json beside NAME.png (see the docs: Boxes and localization)")
+    scoring.add_argument("--calibrate-boxes", metavar="DIR",
+                         help="fit each --method's box rule to the boxes in DIR (NAME.json beside "
+                              "NAME.png), store it in MODEL's metadata and print the fit; no metrics")
     scoring.add_argument("--fraction", metavar="F", type=float, default=0.25,
                          help="removal: the share of pixels removed (default 0.25)")
     scoring.add_argument("--fill", default="mean", choices=("mean", "black", "blur"),
@@ -61,8 +69,7 @@ def add_parser(commands, methods: str) -> None:
                          help="ROAD: percentiles of pixels removed (default 10,30,50,70,90)")
     scoring.add_argument("--tolerance", metavar="PX", type=float, default=TOLERANCE,
                          help=f"pointing game: pixels a hit may miss a box by (default {TOLERANCE})")
-    scoring.add_argument("--box-threshold", metavar="F", type=float, default=THRESHOLD,
-                         help=f"a map's box: its pixels at or above this fraction of the peak (default {THRESHOLD})")
+    add_box_arguments(scoring)
     add_pass_arguments(parser)
     add_session_arguments(parser, spinning=True)
     parser.set_defaults(run=run)
@@ -73,39 +80,6 @@ def _percentiles(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise OnnxcamError(f"percentiles: expected comma-separated numbers, got {text!r}") from None
-
-
-def load_boxes(path: str, labels: Optional[list[str]], num_classes: int) -> dict[str, object]:
-    """boxes.json: image file name -> list of boxes, or -> {class index or label: list of boxes};
-    checked here (a box leaving its image is found when the image is read)."""
-    from onnxcam.metrics.localization import as_box
-
-    where = f"--boxes {path}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise OnnxcamError(f"{where}: cannot read ({error.strerror or type(error).__name__})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OnnxcamError(f"{where}: not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise OnnxcamError(f"{where}: expected an object of image file name -> boxes")
-    names = {label.lower(): c for c, label in enumerate(labels or [])}
-
-    def box_list(value, name: str) -> list:
-        if not isinstance(value, list):
-            raise OnnxcamError(f"{where}: {name}: expected a list of [x0, y0, x1, y1] boxes")
-        return [list(as_box(b, f"{where}: {name}")) for b in value]
-
-    def class_index(key: str, name: str) -> int:
-        text = key.strip()
-        index = int(text) if text.lstrip("-").isdigit() else names.get(text.lower())
-        if index is None or not 0 <= index < num_classes:
-            raise OnnxcamError(f"{where}: {name}: {key!r} is not a class of this model")
-        return index
-
-    return {name: ({class_index(key, name): box_list(v, f"{name} {key}") for key, v in value.items()}
-                   if isinstance(value, dict) else box_list(value, name))
-            for name, value in data.items()}
 
 
 def _format(value: float, label: str) -> str:
@@ -147,20 +121,27 @@ def run(args: argparse.Namespace) -> int:
     from onnxcam.render.overlay import save_png
     from onnxcam.runtime.targets import target_matrix
 
+    if args.calibrate_boxes is not None:
+        from onnxcam.cli.calibrate import calibrate_command
+
+        return calibrate_command(args)
+    box_rule = box_rule_from(args)
     metrics = parse_metrics(args.metrics or DEFAULT_METRICS + (",localization" if args.boxes else ""),
                             fraction=args.fraction, fill=args.fill, steps=args.steps,
                             percentiles=_percentiles(args.percentiles), tolerance=args.tolerance,
-                            threshold=args.box_threshold)
+                            rule=box_rule)
     if any(metric.needs_boxes for metric in metrics) and not args.boxes:
         raise OnnxcamError("metrics: localization needs --boxes")
     require_at_least_one(args, "forward_batch_size")
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
     explainer = Explainer(args.model, **session_arguments(args))
     methods = [explainer.method(method) for method in methods]
-    boxes = load_boxes(args.boxes, explainer.labels, explainer.num_classes) if args.boxes else {}
+    boxes, folder = _given_boxes(args, explainer)
+    if not args.images and not folder:
+        raise OnnxcamError("evaluate: give IMAGES, or --boxes DIR to score the images of DIR")
     target_matrix(args.target, args.top_k, 1, explainer.num_classes)  # fail before any image
-    paths, errors = expand_inputs(args.images)
-    given = {str(p): boxes.get(p.name, boxes.get(str(p))) for p in paths}
+    paths, errors = expand_inputs(args.images) if args.images else (list(folder), [])
+    given = {str(p): folder.get(p, boxes.get(p.name, boxes.get(str(p)))) for p in paths}
     unused = sorted(set(boxes) - {p.name for p in paths} - {str(p) for p in paths})
     parts: dict[str, dict[str, list[MetricResult]]] = {m.name: {x.name: [] for x in metrics} for m in methods}
     rows, ok = [], not errors
@@ -197,12 +178,13 @@ def run(args: argparse.Namespace) -> int:
         "metrics": [metric.name for metric in metrics],
         "options": {"fraction": args.fraction, "fill": args.fill, "steps": args.steps,
                     "percentiles": _percentiles(args.percentiles), "tolerance": args.tolerance,
-                    "box_threshold": args.box_threshold},
+                    "box_rule": None if box_rule is None else str(box_rule)},
         "methods": {method: {"maps": total[method], "zero_maps": zero[method],
                              "means": {k: _json_number(v) for k, v in means[method].items()},
                              "counts": counts[method],
                              "curves": {name: [_json_number(y) for y in curves[name][method]]
-                                        for name in curves}}
+                                        for name in curves},
+                             "classes": _class_means(merged[method], [r for r in rows if r["method"] == method])}
                     for method in merged}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -215,11 +197,40 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _given_boxes(args: argparse.Namespace, explainer) -> tuple[dict, dict]:
+    """``--boxes``: (image name -> boxes, from a JSON file; image path -> AnnotatedImage, from a
+    folder); both empty without it."""
+    from onnxcam.metrics.box_files import load_box_map, read_box_folder
+
+    if not args.boxes:
+        return {}, {}
+    if Path(args.boxes).is_dir():
+        items = read_box_folder(args.boxes, explainer.labels, explainer.num_classes)
+        return {}, {item.path: item for item in items}
+    return load_box_map(args.boxes, explainer.labels, explainer.num_classes), {}
+
+
+def _class_means(results: Mapping, rows: Sequence[dict]) -> dict:
+    """Per explained class (its label, or index): the means of every value over its maps."""
+    classes = np.array([row["label"] or str(row["class"]) for row in rows])
+    out = {}
+    for name in dict.fromkeys(classes.tolist()):
+        chosen = classes == name
+        out[name] = {k: _json_number(v) for r in results.values() for k, v in r.subset(chosen).mean.items()}
+    return out
+
+
 def _evaluate_image(explainer, methods, metrics, path: Path, image: np.ndarray, boxes,
                     args: argparse.Namespace, parts: dict) -> list[dict]:
     """Explain one image with every method and score every metric; adds the scores to
     ``parts`` (method -> metric -> results) and returns the image's CSV rows."""
     from onnxcam.metrics import Scene
+    from onnxcam.metrics.box_calibration import image_targets
+    from onnxcam.metrics.box_files import AnnotatedImage
+
+    if isinstance(boxes, AnnotatedImage):
+        boxes = {c: [list(b) for b in found] for c, found in
+                 image_targets(explainer, boxes, image, args.forward_batch_size).items()}
 
     targets = list(boxes) if isinstance(boxes, Mapping) else args.target
     explained = explainer.explain_methods([image], methods, targets=targets, top_k=args.top_k,
@@ -229,7 +240,7 @@ def _evaluate_image(explainer, methods, metrics, path: Path, image: np.ndarray, 
     box_rows = [boxes] if boxes is not None else [None]
     scored = {}
     for method, result in zip(methods, explained):
-        maps = scene.maps(result.heatmaps, result.zero_maps)
+        maps = scene.maps(result.heatmaps, result.zero_maps, result.box_rule)
         scored[method.name] = [metric.evaluate(scene, maps, box_rows) for metric in metrics]
     rows = []
     for method, result in zip(methods, explained):  # only once every method scored (all or none)

@@ -6,17 +6,18 @@ import json
 from pathlib import Path
 
 from onnxcam.cli.options import (
+    add_box_arguments,
     add_pass_arguments,
     add_preprocessing_arguments,
     add_session_arguments,
     add_target_arguments,
+    box_rule_from,
     preprocessing_from,
     provider_list,
     require_at_least_one,
     session_arguments,
 )
 from onnxcam.errors import OnnxcamError
-from onnxcam.render.boxes import THRESHOLD
 
 MAX_ALL_CLASSES = 20
 
@@ -43,8 +44,7 @@ def add_parser(commands, methods: str) -> None:
     output.add_argument("--alpha", metavar="F", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     output.add_argument("--boxes", action="store_true",
                         help="draw each map's weakly-supervised boxes (always listed in the JSON)")
-    output.add_argument("--box-threshold", metavar="F", type=float, default=THRESHOLD,
-                        help=f"boxes: the map at or above this fraction of its peak (default {THRESHOLD})")
+    add_box_arguments(output)
     output.add_argument("--box-mode", default="largest", choices=("largest", "all"),
                         help="boxes: the largest connected segment, or all of them (default largest)")
     explain.add_argument("--batch-size", metavar="N", type=int, default=8, help="images per run (default 8)")
@@ -66,16 +66,18 @@ def run(args: argparse.Namespace) -> int:
     from onnxcam.images.sources import expand_inputs, output_stems
     from onnxcam.methods.registry import parse_methods
     from onnxcam.progress import Progress
-    from onnxcam.render.boxes import check_box_options
     from onnxcam.render.files import write_explained
     from onnxcam.runtime.targets import target_matrix
 
     methods = parse_methods(args.method, samples=args.samples, noise=args.noise)
-    check_box_options(args.box_threshold, args.box_mode, 0.0)
+    box_rule = box_rule_from(args)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxcamError(f"--alpha: must be between 0 and 1, got {args.alpha}")
     if args.actors is not None and args.ray is None:
         raise OnnxcamError("--actors: only with --ray")
+    if args.ray is not None and (box_rule is not None or args.box_mode != "largest"):
+        raise OnnxcamError("--ray: the parquet rows hold each map's largest box by the model's own rule; "
+                           "drop --box-rule, --box-threshold and --box-mode")
     require_at_least_one(args, "batch_size", "forward_batch_size")
     explainer = open_explainer(args.model, preprocessing_from(args), **session_arguments(args))
     methods = [explainer.method(method) for method in methods]
@@ -106,6 +108,6 @@ def run(args: argparse.Namespace) -> int:
             for i, (position, source) in enumerate(zip(part.positions, part.sources)):
                 print(json.dumps(write_explained(part.results, i, source, names[position],
                                                  Path(args.output_dir), args.alpha, as_image, args.boxes,
-                                                 args.box_threshold, args.box_mode)), flush=True)
+                                                 box_rule, args.box_mode)), flush=True)
             progress.update(len(part.positions) + len(part.failures))
     return 0 if ok else 1

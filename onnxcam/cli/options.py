@@ -18,7 +18,7 @@ OPTION_NAMES = {"targets": "--target", "top_k": "--top-k", "providers": "--provi
                 "noise": "--noise", "batch_size": "--batch-size",
                 "forward_batch_size": "--forward-batch-size", "metrics": "--metrics",
                 "fraction": "--fraction", "steps": "--steps", "percentiles": "--percentiles",
-                "tolerance": "--tolerance", "box threshold": "--box-threshold",
+                "tolerance": "--tolerance", "box rule": "--box-rule",
                 "ray": "--ray", "actors": "--actors"}
 
 
@@ -145,3 +145,27 @@ def preprocessing_from(args: argparse.Namespace) -> Optional[Preprocessing]:
     if args.labels is not None:
         given["labels"] = read_labels(args.labels)
     return Preprocessing(**given) if given else None
+
+
+def add_box_arguments(group) -> None:
+    """``--box-rule`` and its shorthand ``--box-threshold``."""
+    group.add_argument("--box-rule", metavar="RULE",
+                       help="boxes: which pixels of a map make its box: peak:F (at or above F of the peak), "
+                            "mass:F (the most relevant pixels holding F of its sum) or otsu (default: the "
+                            "model's rule for the method, fitted by `onnxcam evaluate --calibrate-boxes`, "
+                            "else the measured default)")
+    group.add_argument("--box-threshold", metavar="F", type=float,
+                       help="boxes: the same as --box-rule peak:F")
+
+
+def box_rule_from(args: argparse.Namespace):
+    """The BoxRule ``--box-rule``/``--box-threshold`` name, or None for each method's own."""
+    from onnxcam.render.boxes import PeakFraction, parse_rule
+
+    if args.box_rule is not None and args.box_threshold is not None:
+        raise OnnxcamError("--box-threshold: give it or --box-rule, not both")
+    if args.box_threshold is not None:
+        if not 0.0 < args.box_threshold <= 1.0:
+            raise OnnxcamError(f"--box-threshold: must be in (0, 1], got {args.box_threshold}")
+        return PeakFraction(args.box_threshold)
+    return None if args.box_rule is None else parse_rule(args.box_rule)

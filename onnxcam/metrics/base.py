@@ -30,6 +30,7 @@ import numpy as np
 from onnxcam.errors import OnnxcamError, check_count
 from onnxcam.images.geometry import Geometry, fit_pixels, input_transform, normalize
 from onnxcam.images.sources import image_stream, load_images
+from onnxcam.render.boxes import DEFAULT_RULE, BoxRule, RuleLike, parse_rule
 from onnxcam.runtime.artifact import ArtifactInfo
 from onnxcam.runtime.runner import Batch, target_scores
 from onnxcam.runtime.targets import resolve_ranks, target_matrix
@@ -123,10 +124,11 @@ class Scene:
         logits = self.batch.logits_of_inputs(label, count, lambda a, b: self.normalize(rows(a, b)))
         return target_scores(logits, np.asarray(classes)[:, None], self.info.probability)[:, 0]
 
-    def maps(self, heatmaps, zero_maps: Optional[np.ndarray] = None) -> "Maps":
+    def maps(self, heatmaps, zero_maps: Optional[np.ndarray] = None, box_rule: RuleLike = DEFAULT_RULE) -> "Maps":
         """One method's maps over these images: per image [K, H_img, W_img] in [0, 1] (a list,
         or one [N, K, H, W] array), as ``ExplainResult.heatmaps``; ``zero_maps`` [N, K] flags
-        maps not to score (those all zero are flagged too)."""
+        maps not to score (those all zero are flagged too); ``box_rule``: how the method's maps
+        are boxed (``ExplainResult.box_rule``)."""
         n, k = self.classes.shape
         if len(heatmaps) != n:
             raise OnnxcamError(f"maps: got {len(heatmaps)} for {n} images")
@@ -144,7 +146,7 @@ class Scene:
             zero |= np.asarray(zero_maps, bool).reshape(n, k)
         at_input = np.stack([[geometry.to_input(m) for m in heat]
                              for heat, geometry in zip(checked, self.geometries)])
-        return Maps(checked, zero, np.clip(at_input, 0.0, 1.0))
+        return Maps(checked, zero, np.clip(at_input, 0.0, 1.0), parse_rule(box_rule))
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Maps:
     heatmaps: list[np.ndarray]  # per image float32 [K, H_img, W_img] in [0, 1]
     zero: np.ndarray  # bool [N, K]: not scored
     at_input: np.ndarray  # float32 [N, K, H, W]: the same maps in the network's frame
+    box_rule: BoxRule = field(default_factory=lambda: parse_rule(DEFAULT_RULE))  # how they are boxed
     _orders: dict = field(default_factory=dict, repr=False)
 
     def order(self, i: int, k: int, most_first: bool = True) -> np.ndarray:
@@ -181,17 +184,35 @@ class MetricResult:
     values: dict[str, np.ndarray]  # name -> float64 [N, K]; NaN where not scored
     zero_maps: np.ndarray  # bool [N, K]: maps flagged, so not scored
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float64 [N, K, points]
+    # name -> curves: a value of the whole set, the mean over those curves of their mean's maximum
+    maxima: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def mean(self) -> dict[str, float]:
-        """Each value's mean over the scored (image, target) pairs; NaN when none is."""
-        return {name: float(np.mean(v[~np.isnan(v)])) if (~np.isnan(v)).any() else float("nan")
-                for name, v in self.values.items()}
+        """Each value's mean over the scored (image, target) pairs, and each of ``maxima``; NaN
+        when no pair is scored."""
+        means = {name: float(np.mean(v[~np.isnan(v)])) if (~np.isnan(v)).any() else float("nan")
+                 for name, v in self.values.items()}
+        for name, curves in self.maxima.items():
+            means[name] = float(np.mean([np.max(self.mean_curve(c)) for c in curves]))
+        return means
 
     @property
     def counts(self) -> dict[str, int]:
         """How many (image, target) pairs each mean is over."""
-        return {name: int((~np.isnan(v)).sum()) for name, v in self.values.items()}
+        counts = {name: int((~np.isnan(v)).sum()) for name, v in self.values.items()}
+        for name, curves in self.maxima.items():
+            flat = self.curves[curves[0]].reshape(-1, self.curves[curves[0]].shape[-1])
+            counts[name] = int((~np.isnan(flat).any(axis=1)).sum())
+        return counts
+
+    def subset(self, chosen: np.ndarray) -> "MetricResult":
+        """The result over the pairs ``chosen`` picks (a bool mask or indices over the flattened pairs)."""
+        def pick(array: np.ndarray, tail: tuple = ()) -> np.ndarray:
+            return array.reshape(-1, *tail)[chosen]
+
+        return MetricResult(self.metric, {n: pick(v) for n, v in self.values.items()}, pick(self.zero_maps),
+                            {n: pick(c, c.shape[-1:]) for n, c in self.curves.items()}, self.maxima)
 
     @classmethod
     def concatenate(cls, parts: Sequence["MetricResult"]) -> "MetricResult":
@@ -204,7 +225,7 @@ class MetricResult:
         return cls(first.metric, {name: flat([p.values[name] for p in parts]) for name in first.values},
                    flat([p.zero_maps for p in parts]),
                    {name: flat([p.curves[name] for p in parts], c.shape[-1:])
-                    for name, c in first.curves.items()})
+                    for name, c in first.curves.items()}, first.maxima)
 
     def mean_curve(self, name: str) -> np.ndarray:
         """Curve ``name`` averaged over the scored pairs (NaN points when none is)."""
@@ -218,7 +239,8 @@ class Metric:
     :meth:`score`."""
 
     name = ""
-    values: tuple[Value, ...] = ()
+    values: tuple[Value, ...] = ()  # per (image, target), and the names of ``maxima``
+    maxima: dict[str, tuple[str, ...]] = {}  # values of the whole set: see MetricResult.maxima
     needs_boxes = False
 
     def score(self, scene: Scene, maps: Maps, boxes: Optional[list]) -> tuple[dict, dict]:
@@ -230,7 +252,7 @@ class Metric:
         values, curves = self.score(scene, maps, boxes)
         for array in (*values.values(), *curves.values()):
             array[maps.zero] = np.nan
-        return MetricResult(self.name, values, maps.zero.copy(), curves)
+        return MetricResult(self.name, values, maps.zero.copy(), curves, dict(self.maxima))
 
     def __call__(self, explainer: "Explainer", images, targets, maps,
                  zero_maps: Optional[np.ndarray] = None, boxes: Optional[list] = None,

@@ -3,9 +3,9 @@ the JSON record it prints."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from onnxcam.render.boxes import THRESHOLD
+from onnxcam.render.boxes import BoxRule
 from onnxcam.render.grid import explanation_view, figure
 from onnxcam.render.overlay import save_png
 
@@ -15,15 +15,15 @@ if TYPE_CHECKING:  # the results' type only: render never imports the API
 
 def write_explained(results: Sequence[ExplainResult], i: int, source: str, name: str, out: Path,
                     alpha: float, as_image: Sequence[bool], draw_boxes: bool = False,
-                    box_threshold: float = THRESHOLD, box_mode: str = "largest") -> dict:
+                    box_rule: Optional[BoxRule] = None, box_mode: str = "largest") -> dict:
     """Write image ``i`` of ``results`` (one per method) as ``OUT/<name>_<method>_<k>.png`` and
     ``OUT/<name>_grid.png``; ``as_image[m]`` draws method m's attributions as an image. Each
-    map's weakly-supervised boxes (``ExplainResult.boxes`` with ``box_threshold`` and
-    ``box_mode``) go into the record, and with ``draw_boxes`` onto the overlays and the grid.
+    map's weakly-supervised boxes (``ExplainResult.boxes`` with ``box_rule``, None for each
+    method's own, and ``box_mode``) go into the record, and with ``draw_boxes`` onto the overlays and the grid.
     Returns the image's JSON record."""
     image = results[0].images[i]
     count = results[0].classes.shape[1]
-    boxes = [[result.boxes(i, k, box_threshold, box_mode) for k in range(count)] for result in results]
+    boxes = [[result.boxes(i, k, box_rule, box_mode) for k in range(count)] for result in results]
     drawn = boxes if draw_boxes else None
     overlays = [str(save_png(out / f"{name}_{result.method}_{k + 1}.png",
                              explanation_view(result, i, k, image, alpha, flag,

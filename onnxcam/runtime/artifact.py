@@ -12,7 +12,9 @@ from typing import Optional
 # 4: ``quantization``: how an INT8 file is quantized (null for float files)
 # 5: ``head``: how class probabilities follow from the logits ("softmax", or "sigmoid" for
 # multi-label and one-logit files, whose logits are then [z, -z]); files before read as softmax
-FORMAT_VERSION = 5
+# 6: ``box_rules``: method -> box rule fitted to a user's boxes (onnxcam evaluate
+# --calibrate-boxes, which may add it to a file of any version); absent or empty: shipped rules
+FORMAT_VERSION = 6
 METADATA_KEY = "onnxcam"
 
 INPUT = "input"
@@ -83,6 +85,7 @@ class ArtifactInfo:
     maps: list = field(default_factory=list)  # methods whose maps the graph computes (map_name)
     precision: str = "float32"  # of the weights, the input and the float outputs: or "float16"
     quantization: Optional[dict] = None  # of an INT8 file: its form, integer types, fused kernels, calibration
+    box_rules: dict = field(default_factory=dict)  # method -> box rule spec ("peak:0.3"), fitted to a user's boxes
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

@@ -19,7 +19,8 @@ import skimage.data
 
 from onnxcam import Explainer, OnnxcamError
 from onnxcam.cli.main import main
-from support.graphs import make_explain_graph
+from onnxcam.render.boxes import map_boxes
+from support.graphs import make_explain_graph, store_box_rules
 from support.images import random_rgb, write_image
 from support.memory import PEAK_RSS
 from support.paths import ROOT
@@ -209,6 +210,22 @@ def test_dataset_of_decoded_images_gives_png_heatmaps_and_boxes(cluster, tmp_pat
             assert decoded.shape == images[i].shape[:2]
             assert np.abs(decoded - result.heatmaps[i][k]).max() <= 0.5 / 255 + 1e-6
         assert _near_boxes(row["boxes"], [r.boxes(i, k) for r, k in each])
+
+
+def test_rows_box_by_the_rule_stored_in_the_model(cluster, tmp_path):
+    """A rule fitted by ``evaluate --calibrate-boxes`` lives in the file: Ray's rows use it."""
+    model = store_box_rules(make_explain_graph(tmp_path / "m.onnx").path, {"gradcam": "peak:0.9"})
+    images = [random_rgb(30 + 7 * i, 40 + 5 * i, seed=i) for i in range(4)]
+    items = [{"path": f"mem://{i}", "image": image} for i, image in enumerate(images)]
+    rows = {row["path"]: row for table in stream_rows(explain_dataset(model, ray.data.from_items(items), top_k=2,
+                                                                      actors=1)) for row in table.to_pylist()}
+    expected = Explainer(model).explain(images, top_k=2)
+    assert str(expected.box_rule) == "peak:0.9"
+    fitted = [[map_boxes(expected.heatmaps[i][k], "peak:0.9") for k in range(2)] for i in range(4)]
+    default = [[map_boxes(expected.heatmaps[i][k]) for k in range(2)] for i in range(4)]
+    assert fitted != default
+    for i in range(4):
+        assert _near_boxes(rows[f"mem://{i}"]["boxes"], fitted[i])
 
 
 def test_stream_keeps_one_row_per_image_and_counts_the_missing(cluster):

@@ -112,6 +112,8 @@ CASES: list[Case] = [
     Case("Conv", "groups, dilation, asymmetric pads", [N("Conv", ["x", "w"], ["y"], group=3, dilations=[2, 1],
                                                          pads=[0, 1, 2, 1])], 13, {"w": normal(6, 1, 3, 3)},
          shape=(1, 3, 5, 5)),
+    Case("Conv", "1-D, pads 2, bias (ECA's channel attention)", [N("Conv", ["x", "w", "b"], ["y"], pads=[2, 2])], 13,
+         {"w": normal(1, 1, 5), "b": normal(1)}, shape=(2, 1, 16)),
     conv_transpose("3x3, pads 1", (3, 2, 3, 3), pads=[1, 1, 1, 1]),
     conv_transpose("stride 2, output_padding 1, asymmetric pads", (3, 2, 3, 3), strides=[2, 2],
                    output_padding=[1, 1], pads=[1, 0, 0, 1]),

@@ -16,6 +16,8 @@ Where a reference differs from onnxcam by design, the test says so and aligns it
 """
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -140,6 +142,37 @@ def test_attributions_match_captum(attributors, case, method):
         assert cosine(np.abs(ours), default) >= 0.999
     heat = result.heatmaps[0][0]  # the per-pixel magnitude, normalized
     assert np.abs(heat - normalize_maps(np.abs(ours).sum(axis=0))[0]).max() <= 1e-6
+
+
+def test_guided_backprop_of_relu6_matches_captum_on_its_two_relus(exported):
+    """ReLU6 is a rectifier too: guided backprop drops negative gradients at it. Captum's rule
+    hooks nn.ReLU only, so the reference writes ReLU6(x) as ReLU(x) - ReLU(x - 6), the same
+    function, whose guided gradient is relu(g) on 0 < x < 6."""
+    import torch
+    from captum import attr
+    from torch import nn
+
+    class TwoReLUs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.low, self.high = nn.ReLU(), nn.ReLU()
+
+        def forward(self, x):
+            return self.low(x) - self.high(x - 6.0)
+
+    model, path = exported("mobilenet_v2", None, 64, guided=True, plain_input_gradient=True)
+    reference_model = copy.deepcopy(model)
+    for module in list(reference_model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU6):
+                setattr(module, name, TwoReLUs())
+    array = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    guided, plain = Explainer(path).explain_methods(array, ["guided-backprop", "saliency"], normalized=True)
+    cls = int(guided.classes[0, 0])
+    reference = attr.GuidedBackprop(reference_model).attribute(torch.from_numpy(array), target=cls)
+    ours = guided.attributions[0, 0]
+    assert cosine(ours, reference.detach().numpy()[0]) >= 0.999
+    assert cosine(ours, plain.attributions[0, 0]) < 0.95  # not the plain gradient
 
 
 def test_input_gradient_methods_need_their_export_option(explainers):

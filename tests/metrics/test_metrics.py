@@ -140,22 +140,23 @@ def test_imputation_equals_road_reference():
 
 def test_localization_values_by_hand():
     """Two blobs (sums 100 and 50), boxed exactly: the values follow from their definitions."""
-    from onnxcam.render.boxes import Box
+    from onnxcam.render.boxes import Box, parse_rule
 
+    RULE = parse_rule("peak:0.15")
     heat = np.zeros((40, 60), np.float32)
     heat[5:15, 5:15] = 1.0
     heat[20:30, 40:50] = 0.5
     first, second = Box(5, 5, 15, 15), Box(40, 20, 50, 30)
-    both = Localization(tolerance=0).one(heat, [first, second])
-    assert both == pytest.approx({"pointing": 100.0, "iou": 1.0, "energy": 100.0,
+    both = Localization(tolerance=0).one(heat, [first, second], RULE)
+    assert both == pytest.approx({"pointing": 100.0, "iou": 1.0, "box_acc": 100.0, "energy": 100.0,
                                   "least_energy": 100 / 3, "found": 100.0})
     # the peak (row 5, column 5) is 38.1 pixels from the second box
-    alone = Localization(tolerance=38).one(heat, [second])
-    assert alone == pytest.approx({"pointing": 0.0, "iou": 0.0, "energy": 100 / 3,
+    alone = Localization(tolerance=38).one(heat, [second], RULE)
+    assert alone == pytest.approx({"pointing": 0.0, "iou": 0.0, "box_acc": 0.0, "energy": 100 / 3,
                                    "least_energy": 100 / 3, "found": 100.0})
-    assert Localization(tolerance=38.1).one(heat, [second])["pointing"] == 100.0
-    assert Localization(threshold=0.6).one(heat, [first, second])["found"] == 50.0
-    assert Localization().one(heat, [Box(0, 0, 10, 10)])["iou"] == pytest.approx(25 / 175)
+    assert Localization(tolerance=38.1).one(heat, [second], RULE)["pointing"] == 100.0
+    assert Localization().one(heat, [first, second], parse_rule(0.6))["found"] == 50.0
+    assert Localization().one(heat, [Box(0, 0, 10, 10)], RULE)["iou"] == pytest.approx(25 / 175)
 
 
 def test_batch_equals_mean_of_images(evidence, photos):
@@ -207,7 +208,7 @@ def test_metric_options_and_bad_inputs(evidence, photos):
                           (lambda: Deletion(steps=0), "steps"), (lambda: ROAD(percentiles=[0, 50]), "percentiles"),
                           (lambda: get_metric("nope"), "unknown metric 'nope'"),
                           (lambda: parse_metrics(" , "), "no metric"),
-                          (lambda: Localization(threshold=2), "threshold"),
+                          (lambda: Localization(rule=2), "box rule"),
                           (lambda: scene.maps([h * 2 for h in heat]), r"in \[0, 1\]"),
                           (lambda: scene.maps(heat[:1]), "got 1 for 2 images"),
                           (lambda: scene.maps([h[:, :10] for h in heat]), "expected shape"),
@@ -241,7 +242,7 @@ def test_gradcam_boxes_on_the_real_cat_espresso_composite(lite0):
     cat = int(explainer.explain(skimage.data.chelsea()).classes[0, 0])
     assert cat in CAT_CLASSES
     result = explainer.explain(image, targets=[cat, ESPRESSO])
-    (cat_box,), (espresso_box,) = result.boxes(0, 0, threshold=0.5), result.boxes(0, 1, threshold=0.5)
+    (cat_box,), (espresso_box,) = result.boxes(0, 0, 0.5), result.boxes(0, 1, 0.5)
     assert cat_box.x1 <= split and espresso_box.x0 >= split, (cat_box, espresso_box, split)
     height, width = image.shape[:2]
     halves = {cat: [[0, 0, split, height]], ESPRESSO: [[split, 0, width, height]]}

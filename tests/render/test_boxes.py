@@ -22,13 +22,15 @@ def two_blobs() -> np.ndarray:
 
 def test_largest_segment_above_fifteen_percent_of_the_peak():
     assert map_boxes(two_blobs()) == [Box(5, 10, 35, 30)]
-    assert map_boxes(two_blobs(), threshold=0.55) == [Box(5, 10, 35, 30)]
-    assert map_boxes(two_blobs(), threshold=0.7) == [Box(20, 15, 21, 16)]
+    assert map_boxes(two_blobs(), 0.55) == [Box(5, 10, 35, 30)]
+    assert map_boxes(two_blobs(), 0.7) == [Box(20, 15, 21, 16)]
 
 
 def test_all_segments_above_a_size():
     assert map_boxes(two_blobs(), mode="all") == [Box(5, 10, 35, 30), Box(60, 40, 70, 50)]
-    assert map_boxes(two_blobs(), mode="all", threshold=0.05) == [
+    # the plateau is 25 pixels of 4800: under the default 1 % of the image, kept with no minimum
+    assert map_boxes(two_blobs(), "peak:0.05", mode="all") == [Box(5, 10, 35, 30), Box(60, 40, 70, 50)]
+    assert map_boxes(two_blobs(), "peak:0.05", mode="all", min_area=0.0) == [
         Box(5, 10, 35, 30), Box(60, 40, 70, 50), Box(0, 0, 5, 5)]
     # the small blob is 100 pixels of 4800: kept at 2 %, dropped at 3 %
     assert len(map_boxes(two_blobs(), mode="all", min_area=0.02)) == 2
@@ -46,8 +48,10 @@ def test_a_map_without_positive_values_has_no_box():
     assert map_boxes(np.full((4, 4), np.nan)) == []
 
 
-@pytest.mark.parametrize("options,message", [({"threshold": 0}, "threshold"), ({"mode": "biggest"}, "mode"),
-                                             ({"min_area": 1.5}, "min_area")])
+@pytest.mark.parametrize("options,message", [
+    ({"rule": 0}, "box rule: peak takes a value in \\(0, 1\\], got 0"), ({"rule": "mass:1.5"}, "mass takes a value"),
+    ({"rule": "otsu:0.3"}, "otsu takes no value"), ({"rule": "median"}, "expected peak:F, mass:F or otsu"),
+    ({"rule": "peak:x"}, "peak needs a number"), ({"mode": "biggest"}, "mode"), ({"min_area": 1.5}, "min_area")])
 def test_bad_options(options, message):
     with pytest.raises(OnnxcamError, match=message):
         map_boxes(two_blobs(), **options)

@@ -184,3 +184,15 @@ def op_counts(path, optimized: bool = False) -> Counter:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         path = options.optimized_model_filepath
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def store_box_rules(path: Path, rules: dict[str, str]) -> Path:
+    """Give the explain-graph at ``path`` the box rules ``rules`` in its metadata, as
+    ``onnxcam evaluate --calibrate-boxes`` stores them."""
+    from onnxcam.runtime.metadata import write_info
+    from onnxcam.runtime.session import open_session
+
+    _, info = open_session(path, providers=["cpu"])
+    info.box_rules = dict(rules)
+    write_info(path, info)
+    return path

@@ -304,7 +304,11 @@ def threshold_backward(grad_output, self, threshold):
 
 
 def hardtanh_backward(grad_output, self, min_val, max_val):
-    """ReLU6 / hardtanh backward, as a mask product like ``threshold_backward``."""
+    """ReLU6 / hardtanh backward, as a mask product like ``threshold_backward``. A hardtanh
+    with a zero floor (ReLU6) is a rectifier: the guided rule drops negative gradients there
+    too (MobileNet's and EfficientNet-Lite's guided backprop was their plain gradient before)."""
+    if _guided and min_val >= 0:
+        grad_output = torch.relu(grad_output)
     return grad_output * ((self > min_val) & (self < max_val)).to(grad_output.dtype)
 
 
