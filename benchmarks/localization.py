@@ -3,7 +3,8 @@ localization set (``localization_set.py``), fitted on its calibration split, sco
 
     python benchmarks/localization.py            # set, exports, run (resumes), page
     python benchmarks/localization.py run [--backbones efficientnet_lite0] [--methods gradcam] [--rerun]
-    python benchmarks/localization.py page       # docs/results/localization.md (+ its pictures)
+    python benchmarks/localization.py page       # docs/results/localization.md (+ its pictures),
+                                                 # which benchmarks/localization_page.py writes
 
 Per backbone and method: the maps of every class of every calibration image, each candidate box
 rule's box accuracy on them (``onnxcam.metrics.box_calibration``), and on the test split, per
@@ -159,9 +160,7 @@ def main(argv=None) -> int:
     if args.step in (None, "run"):
         run(args.backbones, args.methods, args.rerun)
     if args.step in (None, "page"):
-        from benchmarks.localization_page import write_page
-
-        write_page(load())
+        return subprocess.run([sys.executable, str(HERE / "localization_page.py")]).returncode
     return 0
 
 

@@ -55,7 +55,7 @@ def add_parser(commands, methods: str) -> None:
     scoring.add_argument("--boxes", metavar="JSON|DIR",
                          help="a JSON of image file name -> list of [x0, y0, x1, y1] pixel boxes, or -> "
                               "{class: boxes} (those classes are then the image's targets); or a folder "
-                              "of NAME.json beside NAME.png (see the docs: Boxes and localization)")
+                              "of NAME.json beside NAME.png (the manual: Evaluation and boxes, Boxes folders)")
     scoring.add_argument("--calibrate-boxes", metavar="DIR",
                          help="fit each --method's box rule to the boxes in DIR (NAME.json beside "
                               "NAME.png), store it in MODEL's metadata and print the fit; no metrics")
@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     total = {method: len(next(iter(results.values())).zero_maps) for method, results in merged.items()}
     curves = {name: {method: merged[method][name].mean_curve(name) for method in merged}
               for name in CURVES if name in merged[methods[0].name]}
-    _write_csv(out / "metrics.csv", rows, columns)
+    per_pair = [v for metric in metrics for v in metric.values if v.name not in metric.maxima]
+    _write_csv(out / "metrics.csv", rows, per_pair)
     summary = {
         "model": str(args.model), "images": len({row["image"] for row in rows}),
         "metrics": [metric.name for metric in metrics],

@@ -104,7 +104,13 @@ RULES: dict[str, type[BoxRule]] = {cls.kind: cls for cls in (PeakFraction, MassS
 DEFAULT_RULE = "peak:0.15"  # a method without a measured rule: the Grad-CAM paper's
 # Per method, the rule that won on the calibration split over EfficientNet-Lite0/1/2
 # (python benchmarks/localization.py; a test keeps this equal to results/localization.json).
-SHIPPED_RULES: dict[str, str] = {}
+SHIPPED_RULES: dict[str, str] = {
+    "gradcam": "otsu", "cam": "otsu", "gradcam++": "mass:0.4", "xgradcam": "otsu", "hirescam": "otsu",
+    "layercam": "mass:0.4", "eigencam": "mass:0.9", "eigengradcam": "mass:0.9",
+    "guided-backprop": "mass:0.6", "guided-gradcam": "mass:0.8", "saliency": "mass:0.6",
+    "scorecam": "peak:0.3", "smoothgrad": "mass:0.4", "integrated-gradients": "mass:0.6", "rise": "mass:0.5",
+    "occlusion": "mass:0.3",
+}
 RuleLike = Union[BoxRule, str, float]
 
 
