@@ -45,7 +45,7 @@ FAMILIES = [
     # Swin's shifted windows and attention mask at a size CI can afford
     pytest.param("swin_small_config", 32, "features.1"),
     # torchvision's ViT class, its last block traced for the class token alone, with two targets
-    pytest.param("vit_small_config", 32, "encoder.layers.encoder_layer_9.ln_1"),
+    pytest.param("vit_small_config", 32, "encoder.layers.encoder_layer_9.ln_1", marks=slow),  # timm's ViT in CI
     pytest.param("timm/resnet18", 64, "layer3"),
     pytest.param("timm/vit_tiny_patch16_224", 32, "blocks.9.norm1"),
     pytest.param("timm/convnext_atto", 64, "stages.2", marks=slow),

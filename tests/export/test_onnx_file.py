@@ -61,8 +61,8 @@ def tensor_of(path: Path, model, layer: str, size: int) -> str:
 
 ROUND_TRIPS = [
     pytest.param("resnet18", 64, "layer3", "layer4"),
-    pytest.param("mobilenet_v3_small", 64, "features.6", "features"),  # depthwise, hardswish, SE
-    pytest.param("efficientnet_b0", 64, "features.5", "features", marks=slow),  # SiLU, SE: as mobilenet_v3 in CI
+    pytest.param("mobilenet_v3_small", 64, "features.6", "features", marks=slow),  # depthwise, hardswish, SE
+    pytest.param("efficientnet_b0", 64, "features.5", "features", marks=slow),  # SiLU, SE
     pytest.param("mobilenet_v2", 64, "features.10", "features", marks=slow),  # ReLU6 as Clip
     pytest.param("resnet50", 224, "layer3", "layer4", marks=slow),
     pytest.param("efficientnet_b0", 224, "features.5", "features", marks=slow),
