@@ -28,17 +28,30 @@ _BOOL = 9
 
 @dataclass(frozen=True)
 class Ints:
-    """A 0-D or 1-D integer tensor kept as Python integers (or SymInts while tracing)."""
+    """A small integer tensor kept as Python integers (or SymInts while tracing): 0-D, 1-D, or a
+    grid of ``shape`` (row-major ``values``), as legacy exports make of F.pad's pads (pairs,
+    reversed, transposed); only Reshape, Slice and Transpose keep a grid one."""
 
     values: tuple
     scalar: bool = False
+    shape: Optional[tuple] = None  # a grid's shape (two or more axes)
 
     @classmethod
     def of(cls, values, scalar: bool = False) -> "Ints":
         return cls(tuple(values), scalar)
 
+    @classmethod
+    def of_grid(cls, grid: np.ndarray) -> "Ints":
+        return cls(tuple(grid.reshape(-1).tolist()), grid.ndim == 0, tuple(grid.shape) if grid.ndim > 1 else None)
+
     def list(self) -> list:
         return list(self.values)
+
+    def grid(self) -> np.ndarray:
+        """The values as a numpy array of Python objects, shaped as the tensor."""
+        grid = np.empty(len(self.values), dtype=object)
+        grid[:] = self.values
+        return grid.reshape(self.shape or (() if self.scalar else (len(self.values),)))
 
 
 Value = Union[torch.Tensor, Ints]
@@ -67,7 +80,7 @@ class Node:
 def as_tensor(value: Value) -> torch.Tensor:
     if isinstance(value, Ints):
         data = torch.tensor(value.values, dtype=torch.int64)
-        return data.reshape(()) if value.scalar else data
+        return data.reshape(value.shape or (() if value.scalar else -1))
     return value
 
 
@@ -396,8 +409,9 @@ def _space_to_depth(node: Node, x):
 
 
 def _transpose(node: Node, x):
-    perm = node.get("perm") or list(range(x.dim()))[::-1]
-    return x.permute(*perm)
+    rank = len(x.grid().shape) if isinstance(x, Ints) else x.dim()
+    perm = node.get("perm") or list(range(rank))[::-1]
+    return Ints.of_grid(x.grid().transpose(perm)) if isinstance(x, Ints) else x.permute(*perm)
 
 
 def _pad(node: Node, x, pads=None, value=None, axes=None):
@@ -514,7 +528,12 @@ def reshape(node: Node, x, shape, fixed_batch: Optional[int] = None):
     the batch of ``x`` instead (given while running the graph, never while folding)."""
     target = _ints(shape, node)
     if isinstance(x, Ints):
-        return Ints.of(x.values, scalar=not target)
+        if x.shape is None and len(target) <= 1:
+            return Ints.of(x.values, scalar=not target)
+        grid = x.grid()
+        if not node.get("allowzero", 0):
+            target = [grid.shape[i] if v == 0 else v for i, v in enumerate(target)]
+        return Ints.of_grid(grid.reshape(target))
     if not node.get("allowzero", 0):
         target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
     if fixed_batch is not None and target and isinstance(target[0], int) and target[0] == fixed_batch \
@@ -524,7 +543,7 @@ def reshape(node: Node, x, shape, fixed_batch: Optional[int] = None):
 
 
 def _shape(node: Node, x):
-    dims = list(x.shape) if isinstance(x, torch.Tensor) else ([] if x.scalar else [len(x.values)])
+    dims = list(x.shape) if isinstance(x, torch.Tensor) else list(x.grid().shape)
     start, end = node.get("start", 0), node.get("end")
     return Ints.of(dims[start:end])
 
@@ -590,7 +609,9 @@ def _concat(node: Node, *parts):
     return torch.cat([as_tensor(p) for p in parts], axis)
 
 
-def _slice(node: Node, x, starts=None, ends=None, axes=None, steps=None):
+def slice_(node: Node, x, starts=None, ends=None, axes=None, steps=None, batched: bool = True):
+    """Slice; on a tensor that carries the image's batch (``batched``; Swin's attention masks,
+    pads as pairs: not) only the whole batch axis."""
     if node.opset < 10:
         starts, ends, axes = node.get("starts"), node.get("ends"), node.get("axes")
     else:
@@ -598,13 +619,16 @@ def _slice(node: Node, x, starts=None, ends=None, axes=None, steps=None):
     axes = axes or list(range(len(starts)))
     steps = steps or [1] * len(starts)
     if isinstance(x, Ints):
-        if axes != [0] and axes != [-1]:
-            raise node.fail("slicing a shape value along an axis other than 0")
-        return Ints.of(x.values[_clamped(starts[0], ends[0], steps[0], len(x.values))])
+        grid = x.grid()
+        index = [slice(None)] * grid.ndim
+        for begin, end, axis, step in zip(starts, ends, axes, steps):
+            window = _clamped(begin, end, step, grid.shape[axis])
+            index[axis % grid.ndim] = slice(window.start, None if window.stop < 0 else window.stop, window.step)
+        return Ints.of_grid(grid[tuple(index)])
     index = [slice(None)] * x.dim()
     for begin, end, axis, step in zip(starts, ends, axes, steps):
         axis %= x.dim()
-        if axis == 0:  # the batch axis: only the whole of it
+        if axis == 0 and batched:  # the batch axis: only the whole of it
             if step != 1 or begin != 0 or end < 2 ** 31:
                 raise node.fail("slicing the batch axis is not supported")
             continue
@@ -625,6 +649,20 @@ def _clamped(begin: int, end: int, step: int, size: int) -> slice:
     if step > 0:
         return slice(min(max(begin, 0), size), min(max(end, 0), size), step)
     return slice(min(max(begin, 0), size - 1), min(max(end, -1), size - 1), step)
+
+
+def _scatter_nd(node: Node, data, indices, updates):
+    """ScatterND: ``updates`` written (or added, multiplied, ...) at the index tuples of the last
+    axis of ``indices``; the gradient reaches the data not overwritten and the updates."""
+    data, updates = as_tensor(data), as_tensor(updates)
+    index = as_tensor(indices).to(torch.int64)
+    position = tuple(index.unbind(-1))
+    reduction = node.get("reduction", "none")
+    if reduction == "none":
+        return data.index_put(position, updates)
+    if reduction == "add":
+        return data.index_put(position, updates, accumulate=True)
+    raise node.fail(f"reduction {reduction} is not supported")
 
 
 def _split(node: Node, x, split=None):
@@ -856,8 +894,9 @@ OPS: dict[str, Callable] = {
     **{f"Reduce{kind}": _reduce(kind) for kind in _REDUCTIONS},
     "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin), "CumSum": _cumsum,
     "Flatten": _flatten, "Transpose": _transpose, "Pad": _pad, "Shape": _shape,
-    "Gather": _gather, "GatherND": _gather_nd, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat,
-    "Slice": _slice, "Split": _split, "Tile": lambda node, x, repeats: x.repeat(_ints(repeats, node)),
+    "Gather": _gather, "GatherND": _gather_nd, "ScatterND": _scatter_nd,
+    "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat,
+    "Slice": slice_, "Split": _split, "Tile": lambda node, x, repeats: x.repeat(_ints(repeats, node)),
     "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
     "Resize": _resize, "Upsample": _upsample, "Range": _range, "Cast": _cast, "Constant": _constant,
     "ConstantOfShape": _constant_of_shape, "Expand": _expand, "Identity": _identity,
@@ -869,7 +908,7 @@ NOTES = {
     "Conv": "1-D and 2-D", "ConvTranspose": "2-D", "MaxPool": "2-D", "AveragePool": "2-D, no dilations",
     "BatchNormalization": "spatial=1; training_mode=1 normalizes with the batch's statistics",
     "Pad": "modes constant, reflect, edge (reflect and edge on the last two axes)",
-    "Slice": "the batch axis whole only",
+    "Slice": "the batch axis whole only (of tensors that carry the batch)", "ScatterND": "reductions none and add",
     "Resize": "modes nearest, linear, cubic; no tf_crop_and_resize, antialias, keep_aspect_ratio_policy "
               "other than stretch, or scale of the batch axis; constant scales",
     "Upsample": "constant scales",
@@ -887,4 +926,5 @@ REFUSED = {
     for op in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
                "MatMulIntegerToFloat", "DynamicQuantizeLSTM")
 }
+GRID_OPS = ("Reshape", "Slice", "Transpose", "Shape")  # read a grid of Ints as one; other ops get a tensor
 NOT_FOLDED = ("DequantizeLinear",)  # kept as nodes: onnxruntime's integer kernels read their inputs

@@ -32,6 +32,7 @@ from torch import nn
 from onnxcam.errors import OnnxcamError
 from onnxcam.images.plain_input import luma
 from onnxcam_export.onnx_ops import (
+    GRID_OPS,
     NOT_FOLDED,
     OPS,
     REFUSED,
@@ -43,6 +44,7 @@ from onnxcam_export.onnx_ops import (
     from_proto,
     quantize_linear,
     reshape,
+    slice_,
     to_ints,
 )
 from onnxcam_export.quantization import INTEGER_RANGES
@@ -149,6 +151,7 @@ class OnnxClassifier(nn.Module):
         super().__init__()
         self.input_name, self.logits, self.gray = input_name, logits, gray
         self.input_layout, self.channels, self.fixed_batch = input_layout, channels, fixed_batch
+        self._batched: set[str] = set()  # filled below; empty while constants are folded
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         foreign = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
         if foreign:
@@ -208,9 +211,12 @@ class OnnxClassifier(nn.Module):
                 self._linears[id(node)] = f"{LINEARS}{len(self._linears)}"
                 self._modules[self._linears[id(node)]] = linear
         dynamic = {input_name}  # the tensors computed from the image (not the dequantized weights)
+        self._batched = {input_name}  # of those, the ones that carry its batch (not shape arithmetic)
         for node in self.nodes:
             if dynamic.intersection(node.inputs):
                 dynamic.update(name for name in node.outputs if name)
+            if node.op != "Shape" and self._batched.intersection(node.inputs):
+                self._batched.update(name for name in node.outputs if name)
         for name in sorted(dynamic - {input_name}):
             if name == CONSTANTS:
                 raise OnnxcamError(f"ONNX tensor name {name!r} is reserved by onnxcam")
@@ -307,9 +313,13 @@ class OnnxClassifier(nn.Module):
     def _call(self, node: Node, args: list, folding: bool = False) -> list:
         while args and args[-1] is None:
             args.pop()
+        if node.op not in GRID_OPS:
+            args = [as_tensor(a) if isinstance(a, Ints) and a.shape else a for a in args]
         try:
             if node.op == "Reshape":
                 out = reshape(node, *args, fixed_batch=None if folding else self.fixed_batch)
+            elif node.op == "Slice":
+                out = slice_(node, *args, batched=node.inputs[0] in self._batched)
             elif node.op == "QuantizeLinear":
                 out = quantize_linear(node, *args, constant=folding)
             else:
