@@ -213,8 +213,10 @@ def _logits_behind(model, output: str) -> tuple[str, Optional[str]]:
 
 def classifier(source: OnnxSource, channels: str = "RGB") -> OnnxClassifier:
     """The file as a torch module taking RGB NCHW batches (``channels``: the file's order)."""
-    return OnnxClassifier(source.model, source.image.name, source.logits, source.image.layout,
-                          channels.upper(), source.image.batch, gray=source.image.channels == 1).eval()
+    module = OnnxClassifier(source.model, source.image.name, source.logits, source.image.layout,
+                            channels.upper(), source.image.batch, gray=source.image.channels == 1).eval()
+    module.settle_shape_values(source.image.size)
+    return module
 
 
 @dataclass

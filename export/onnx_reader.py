@@ -24,7 +24,7 @@ form the reader does not implement raises the same kind of error at the first fo
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -152,6 +152,8 @@ class OnnxClassifier(nn.Module):
         self.input_name, self.logits, self.gray = input_name, logits, gray
         self.input_layout, self.channels, self.fixed_batch = input_layout, channels, fixed_batch
         self._batched: set[str] = set()  # filled below; empty while constants are folded
+        self._settled: dict[str, Value] = {}  # see settle_shape_values
+        self._record: Optional[dict[str, torch.Tensor]] = None
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         foreign = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
         if foreign:
@@ -340,6 +342,36 @@ class OnnxClassifier(nn.Module):
         value = self._constants[name]
         return getattr(self._modules[CONSTANTS], value) if isinstance(value, str) else value
 
+    def settle_shape_values(self, size: Sequence[int]) -> None:
+        """Integer tensors worked out from the input's shape alone (TF-style "same" pads computed
+        in float, then cast back) become constants, since a traced tensor has no values to pad
+        by: two eager passes at two batch sizes keep those that come out the same in both. A
+        graph that fails here is left as it is (the exporter names what fails)."""
+        if all(name in self._batched for node in self.nodes for name in node.outputs):
+            return
+        runs = []
+        try:
+            for batch in (self.fixed_batch,) if self.fixed_batch else (1, 2):
+                self._record = {}
+                with torch.no_grad():
+                    self(torch.zeros(batch, 3, *size))
+                runs.append(self._record)
+        except Exception:  # whatever the graph raises: the export reports it
+            return
+        finally:
+            self._record = None
+        first, *rest = runs
+        self._settled = {name: to_ints(value) for name, value in first.items()
+                         if all(name in run and torch.equal(value, run[name]) for run in rest)}
+
+    def _keep(self, node: Node, value: Value) -> None:
+        """While settling: an integer tensor that does not carry the batch, for settle_shape_values."""
+        name = node.outputs[0]
+        if (self._record is not None and len(node.outputs) == 1 and name not in self._batched
+                and isinstance(value, torch.Tensor) and value.dtype in (torch.int64, torch.int32)
+                and value.dim() <= 1 and value.numel() <= 64):
+            self._record[name] = value.clone()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gray:
             x = luma(x)
@@ -350,12 +382,15 @@ class OnnxClassifier(nn.Module):
         env: dict[str, Value] = {self.input_name: x}
         for node in self.nodes:
             linear = self._linears.get(id(node))
-            if linear is not None:
+            if node.outputs[0] in self._settled:
+                outputs = [self._settled[node.outputs[0]]]
+            elif linear is not None:
                 outputs = [self._modules[linear](env[node.inputs[0]])]
             else:
                 args = [None if not name else env[name] if name in env else self._constant(name)
                         for name in node.inputs]
                 outputs = self._call(node, args)
+                self._keep(node, outputs[0])
             for name, value in zip(node.outputs, outputs):
                 if name in self._taps and isinstance(value, torch.Tensor) and value.is_floating_point():
                     value = self._modules[name](value)

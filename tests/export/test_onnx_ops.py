@@ -254,6 +254,11 @@ CASES: list[Case] = [
                                                                           "v": floats(0.5)}),
     Case("Pad", "axes input (opset 18)", [N("Pad", ["x", "p", "", "a"], ["y"])], 18, {"p": ints(1, 0, 2, 1),
                                                                                      "a": ints(1, -1)}),
+    Case("Pad", "pads worked out in float from the input's shape (TF 'same')", [
+        N("Shape", ["x"], ["s"], start=2), N("Cast", ["s"], ["f"], to=F32), N("Div", ["f", "three"], ["d"]),
+        N("Ceil", ["d"], ["c"]), N("Cast", ["c"], ["n"], to=TensorProto.INT64),
+        N("Concat", ["z6", "n"], ["pads"], axis=0), N("Pad", ["x", "pads"], ["y"])], 15,
+        {"three": np.array(3.0, np.float32), "z6": ints(0, 0, 0, 0, 0, 0)}, float_types=(F32,)),
     Case("Shape", "start/end (opset 15), cast", [N("Shape", ["x"], ["s"], start=1, end=-1),
                                                  N("Cast", ["s"], ["y"], to=F32)], 15, grad="none",
          output_type=F32),
@@ -501,7 +506,8 @@ TRACED = [case for case in GRADIENTS if case.op in (
     "Flatten", "Expand", "Equal", "Range", "Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth",
     "GroupNormalization", "LayerNormalization", "InstanceNormalization", "Split", "Tile", "CumSum", "Reshape",
     "Squeeze", "Where") and case.id != "Expand: to a higher rank"
-    or case.id == "Slice: axis 0 of a tensor made from the input's shape"]
+    or case.id in ("Slice: axis 0 of a tensor made from the input's shape",
+                   "Pad: pads worked out in float from the input's shape (TF 'same')")]
 
 
 @pytest.mark.parametrize("case", TRACED, ids=[case.id for case in TRACED])
@@ -509,6 +515,7 @@ def test_traces_with_a_symbolic_batch(case):
     """make_fx of the forward and backward with only the batch symbolic (as the exporter traces):
     the graph then runs at another batch size."""
     module = OnnxClassifier(make_model(case, F32), "x", "y")
+    module.settle_shape_values(case.shape[2:])  # as onnx_file.classifier does
 
     def forward_backward(x):
         x = x.requires_grad_(True)
