@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from onnxcam.methods.maps import RTOL32
+from onnxcam.methods.maps import RTOL32, TINY32
 from onnxcam_export.passes.onnx.append_heatmaps import interpolation_matrix
 
 Weights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -71,7 +71,7 @@ def _normalize(maps: torch.Tensor) -> torch.Tensor:
     low = maps.amin(dim=(-2, -1), keepdim=True)
     high = maps.amax(dim=(-2, -1), keepdim=True)
     span = high - low
-    constant = span <= RTOL32 * torch.maximum(low.abs(), high.abs())
+    constant = span <= torch.clamp(RTOL32 * torch.maximum(low.abs(), high.abs()), min=TINY32)
     scaled = (maps - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(scaled), scaled).clamp(0, 1)
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 RTOL32 = 32 * float(np.finfo(np.float32).eps)  # a float32 map's span this small beside its values is rounding
+TINY32 = float(np.finfo(np.float32).tiny)  # a span below the least normal float32: its reciprocal overflows
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -50,7 +51,7 @@ def normalize_maps(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     high = flat.max(axis=-1, initial=-np.inf).astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         finite = np.isfinite(low) & np.isfinite(high)
-        zero = ~finite | (high - low <= rtol * np.maximum(np.abs(low), np.abs(high)))
+        zero = ~finite | (high - low <= np.maximum(rtol * np.maximum(np.abs(low), np.abs(high)), np.finfo(dtype).tiny))
         span = np.where(zero, 1.0, high - low).astype(values.dtype)[..., None, None]
         out = values - low.astype(values.dtype)[..., None, None]
         out /= span
@@ -77,7 +78,8 @@ def heatmaps(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
             else:
                 _resize_into(small, target)
             low, high = cv2.minMaxLoc(target)[:2]
-            if math.isfinite(low) and math.isfinite(high) and high - low > RTOL32 * max(abs(low), abs(high)):
+            if math.isfinite(low) and math.isfinite(high) and high - low > max(RTOL32 * max(abs(low), abs(high)),
+                                                                                TINY32):
                 # as normalize_maps: v - low <= high - low in float32, so the quotient is in [0, 1]
                 np.subtract(target, np.float32(low), out=target)
                 np.divide(target, np.float32(high - low), out=target)

@@ -131,7 +131,7 @@ def _heatmap_graph(shape: tuple[int, ...], size: tuple[int, int], opset: int):
                                               ((2, 2, 12, 12), (8, 8), 18), ((2, 3, 40, 30), (40, 30), 18)])
 def test_graph_heatmaps_equal_the_runtimes(shape, size, opset):
     """The appended heatmap subgraph gives the runtime's ``heatmaps`` (OpenCV resize, then
-    min-max) of the same maps, flags included: constant, NaN, infinite, tiny-span and
+    min-max) of the same maps, flags included: constant, NaN, infinite, tiny-span, subnormal and
     same-size maps, upsampled, downsampled, at both ReduceMin forms."""
     import onnxruntime
 
@@ -142,12 +142,16 @@ def test_graph_heatmaps_equal_the_runtimes(shape, size, opset):
     raw[-1, -1, 0, 0] = np.inf
     raw[1, -1] = 1000.0 + np.abs(rng.normal(size=shape[2:])) * 1e-5  # a span near float32 rounding
     raw[0, 1, :2] = 0.0  # ReLU's zeros
+    subnormal = shape[0] > 2  # room for one more: a span of subnormals (a random-init head's maps)
+    if subnormal:
+        raw[1, 0] = np.abs(rng.normal(size=shape[2:])) * 1e-44
     session = onnxruntime.InferenceSession(_heatmap_graph(shape, size, opset).SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     got, got_zero = session.run([heatmap_name("gradcam"), zero_map_name("gradcam")], {"maps": raw})
     expected, expected_zero = heatmaps(raw, size)
     np.testing.assert_array_equal(got_zero, expected_zero)
     assert expected_zero[0, 0] and expected_zero[-1, 0] and expected_zero[-1, -1] and not expected_zero.all()
+    assert expected_zero[1, 0] or not subnormal
     assert got.shape == expected.shape and got.dtype == np.float32
     assert np.abs(got - expected).max() <= 1e-5
     assert got.min() >= 0.0 and got.max() <= 1.0

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcam.methods.maps import RTOL32
+from onnxcam.methods.maps import RTOL32, TINY32
 from onnxcam.runtime import artifact
 from onnxcam.runtime.artifact import ArtifactInfo
 
@@ -72,7 +72,8 @@ def _add_one(graph: onnx.GraphProto, raw: onnx.ValueInfoProto, method: str, size
     height, width = size
     nodes: list[onnx.NodeProto] = []
     constants = {"axes": np.array([2, 3], np.int64), "zero": np.array(0.0, np.float32),
-                 "one": np.array(1.0, np.float32), "eps": np.array(RTOL32, np.float32)}
+                 "one": np.array(1.0, np.float32), "eps": np.array(RTOL32, np.float32),
+                 "tiny": np.array(TINY32, np.float32)}
 
     def node(op: str, inputs: list[str], output: str, **attributes) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
@@ -101,8 +102,9 @@ def _add_one(graph: onnx.GraphProto, raw: onnx.ValueInfoProto, method: str, size
     high = reduce("ReduceMax", lines, "high")
     span = node("Sub", [high, low], prefix + "span")
     # every in-graph map is a ReLU's output (or an average of normalized ones): |low| <= high
-    constant = node("LessOrEqual", [span, node("Mul", [high, prefix + "eps"], prefix + "tolerance")],
-                    prefix + "constant")
+    tolerance = node("Max", [node("Mul", [high, prefix + "eps"], prefix + "rounding"), prefix + "tiny"],
+                     prefix + "tolerance")  # a span below the least normal float has no reciprocal
+    constant = node("LessOrEqual", [span, tolerance], prefix + "constant")
     scale = node("Where", [constant, prefix + "zero", node("Reciprocal", [span], prefix + "inverse")],
                  prefix + "scale")
     scaled = node("Mul", [node("Sub", [spread, low], prefix + "shifted"), scale], prefix + "scaled")
