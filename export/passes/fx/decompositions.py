@@ -54,8 +54,13 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
                          transposed, output_padding, groups, output_mask):
     if output_mask[1] or output_mask[2]:
         raise NotImplementedError("convolution_backward: weight gradients requested (parameters must be frozen)")
+    if not transposed and weight.dim() == 3:  # 1-D (ECA's attention across channels): 2-D of height 1
+        grad_input = convolution_backward(
+            grad_output.unsqueeze(2), input.unsqueeze(2), weight.unsqueeze(2), bias_sizes, [1, *_pair(stride, 1)],
+            [0, *_pair(padding, 1)], [1, *_pair(dilation, 1)], False, [0, 0], groups, output_mask)[0]
+        return None if grad_input is None else grad_input.squeeze(2), None, None
     if transposed or weight.dim() != 4:
-        raise NotImplementedError("convolution_backward: only 2-D forward convolutions are supported")
+        raise NotImplementedError("convolution_backward: only 1-D and 2-D forward convolutions are supported")
     if not output_mask[0]:
         return None, None, None
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)

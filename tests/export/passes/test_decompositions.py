@@ -85,8 +85,27 @@ def _average_pools() -> nn.Sequential:
         *_head(16))
 
 
+class _Eca(nn.Module):
+    """ECA channel attention (timm's ECA-NFNet): 1-D convolutions across the channels, one strided."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.strided = nn.Conv1d(1, 2, 3, stride=2, padding=1)
+        self.last = nn.Conv2d(16, 16, 1)
+        self.head = nn.Sequential(*_head(16))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        attention = torch.sigmoid(self.mix(y.mean((2, 3)).unsqueeze(1)))  # [N, 1, C]
+        side = self.strided(attention).flatten(1)  # [N, C]
+        y = y * attention.transpose(1, 2).unsqueeze(-1) + side[:, :, None, None]
+        return self.head(torch.relu(self.last(y)))
+
+
 MODELS = {"strided": _strided, "dilated": _dilated, "residual": _Residual, "pools": _pools,
-          "average_pools": _average_pools}
+          "average_pools": _average_pools, "eca": _Eca}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
