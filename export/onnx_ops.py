@@ -665,6 +665,19 @@ def _scatter_nd(node: Node, data, indices, updates):
     raise node.fail(f"reduction {reduction} is not supported")
 
 
+def _one_hot(node: Node, indices, depth, values):
+    """OneHot: ``values`` [off, on] at each index along a new axis of ``depth`` (an index out
+    of range: all off); of shape values (legacy exports write it in shape arithmetic) a shape
+    value again."""
+    size = int(_floats(depth)[0])
+    index = as_tensor(indices).to(torch.int64)
+    index = torch.where(index < 0, index + size, index)
+    off, on = as_tensor(values).reshape(-1).unbind()
+    out = torch.where(index.unsqueeze(-1) == torch.arange(size), on, off)
+    out = out.movedim(-1, int(node.get("axis", -1)) % out.dim())
+    return to_ints(out) if isinstance(indices, Ints) and isinstance(values, Ints) else out
+
+
 def _split(node: Node, x, split=None):
     axis = int(node.get("axis", 0))
     if node.opset < 13:
@@ -894,7 +907,7 @@ OPS: dict[str, Callable] = {
     **{f"Reduce{kind}": _reduce(kind) for kind in _REDUCTIONS},
     "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin), "CumSum": _cumsum,
     "Flatten": _flatten, "Transpose": _transpose, "Pad": _pad, "Shape": _shape,
-    "Gather": _gather, "GatherND": _gather_nd, "ScatterND": _scatter_nd,
+    "Gather": _gather, "GatherND": _gather_nd, "ScatterND": _scatter_nd, "OneHot": _one_hot,
     "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat,
     "Slice": slice_, "Split": _split, "Tile": lambda node, x, repeats: x.repeat(_ints(repeats, node)),
     "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,

@@ -296,6 +296,9 @@ CASES: list[Case] = [
         N("Mul", ["x", "r"], ["y"])], 15,
         {"one": np.array(1.0, np.float32), "zero": ints(0), "e": ints(-1), "b": ints(-100), "t": ints(-1)},
         float_types=(F32,)),
+    Case("OneHot", "axis 0, negative and out-of-range indices", [
+        N("OneHot", ["i", "d", "v"], ["h"], axis=0), N("Mul", ["x", "h"], ["y"])], 11,
+        {"i": np.array([[0, 1, 2, -1, 3]] * 4, dtype=np.int64), "d": np.array(3, np.int64), "v": floats(0.5, 2.0)}),
     Case("ScatterND", "into the input", [N("ScatterND", ["x", "i", "u"], ["y"])], 13,
          {"i": np.array([[0, 1], [1, -1]], dtype=np.int64), "u": normal(2, 4, 5)}),
     Case("ScatterND", "reduction add (opset 16)", [N("ScatterND", ["x", "i", "u"], ["y"], reduction="add")], 16,
