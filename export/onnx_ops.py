@@ -409,9 +409,10 @@ def _space_to_depth(node: Node, x):
 
 
 def _transpose(node: Node, x):
-    rank = len(x.grid().shape) if isinstance(x, Ints) else x.dim()
-    perm = node.get("perm") or list(range(rank))[::-1]
-    return Ints.of_grid(x.grid().transpose(perm)) if isinstance(x, Ints) else x.permute(*perm)
+    perm = node.get("perm")  # none: the axes reversed
+    if isinstance(x, Ints):
+        return Ints.of_grid(x.grid().transpose(perm or None))
+    return x.permute(*(perm or range(x.dim() - 1, -1, -1)))
 
 
 def _pad(node: Node, x, pads=None, value=None, axes=None):
@@ -652,7 +653,7 @@ def _clamped(begin: int, end: int, step: int, size: int) -> slice:
 
 
 def _scatter_nd(node: Node, data, indices, updates):
-    """ScatterND: ``updates`` written (or added, multiplied, ...) at the index tuples of the last
+    """ScatterND: ``updates`` written (reduction none) or added at the index tuples of the last
     axis of ``indices``; the gradient reaches the data not overwritten and the updates."""
     data, updates = as_tensor(data), as_tensor(updates)
     index = as_tensor(indices).to(torch.int64)
