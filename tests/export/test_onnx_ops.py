@@ -247,6 +247,7 @@ CASES: list[Case] = [
     # ---- shapes and layout
     *(Case("Flatten", f"axis {axis}", [N("Flatten", ["x"], ["y"], axis=axis)], 13) for axis in (0, 1, 2, 3, 4, -1)),
     Case("Transpose", "perm", [N("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], 13),
+    Case("Transpose", "no perm: the axes reversed", [N("Transpose", ["x"], ["y"])], 13),
     unary("Transpose", "reversed", 13),
     Case("Pad", "reflect (opset 9)", [N("Pad", ["x"], ["y"], mode="reflect", pads=[0, 0, 1, 2, 0, 0, 2, 1])], 9),
     Case("Pad", "edge", [N("Pad", ["x", "p"], ["y"], mode="edge")], 13, {"p": ints(0, 0, 2, 1, 0, 0, 1, 2)}),
