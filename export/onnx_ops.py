@@ -528,15 +528,13 @@ def reshape(node: Node, x, shape, fixed_batch: Optional[int] = None):
     """``fixed_batch``: the file's fixed batch size; a target shape that starts with it keeps
     the batch of ``x`` instead (given while running the graph, never while folding)."""
     target = _ints(shape, node)
-    if isinstance(x, Ints):
-        if x.shape is None and len(target) <= 1:
-            return Ints.of(x.values, scalar=not target)
-        grid = x.grid()
-        if not node.get("allowzero", 0):
-            target = [grid.shape[i] if v == 0 else v for i, v in enumerate(target)]
-        return Ints.of_grid(grid.reshape(target))
+    if isinstance(x, Ints) and x.shape is None and len(target) <= 1:
+        return Ints.of(x.values, scalar=not target)
+    value = x.grid() if isinstance(x, Ints) else x
     if not node.get("allowzero", 0):
-        target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
+        target = [value.shape[i] if v == 0 else v for i, v in enumerate(target)]
+    if isinstance(x, Ints):
+        return Ints.of_grid(value.reshape(target))
     if fixed_batch is not None and target and isinstance(target[0], int) and target[0] == fixed_batch \
             and x.dim() > 0:
         target[0] = x.shape[0]

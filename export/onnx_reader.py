@@ -153,7 +153,7 @@ class OnnxClassifier(nn.Module):
         self.input_layout, self.channels, self.fixed_batch = input_layout, channels, fixed_batch
         self._batched: set[str] = set()  # filled below; empty while constants are folded
         self._settled: dict[str, Value] = {}  # see settle_shape_values
-        self._record: Optional[dict[str, torch.Tensor]] = None
+        self._record: Optional[dict[str, Ints]] = None
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         foreign = [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
         if foreign:
@@ -361,16 +361,18 @@ class OnnxClassifier(nn.Module):
         finally:
             self._record = None
         first, *rest = runs
-        self._settled = {name: to_ints(value) for name, value in first.items()
-                         if all(name in run and torch.equal(value, run[name]) for run in rest)}
+        self._settled = {name: value for name, value in first.items()
+                         if all(run.get(name) == value for run in rest)}
 
     def _keep(self, node: Node, value: Value) -> None:
-        """While settling: an integer tensor that does not carry the batch, for settle_shape_values."""
+        """While settling: a small integer tensor (one ``to_ints`` makes Ints) that does not
+        carry the batch, for settle_shape_values."""
         name = node.outputs[0]
         if (self._record is not None and len(node.outputs) == 1 and name not in self._batched
-                and isinstance(value, torch.Tensor) and value.dtype in (torch.int64, torch.int32)
-                and value.dim() <= 1 and value.numel() <= 64):
-            self._record[name] = value.clone()
+                and isinstance(value, torch.Tensor)):
+            small = to_ints(value)
+            if isinstance(small, Ints):
+                self._record[name] = small
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gray:
